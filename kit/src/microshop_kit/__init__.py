@@ -1,0 +1,1 @@
+"""microshop_kit."""

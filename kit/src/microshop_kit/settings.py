@@ -1,0 +1,43 @@
+"""The settings base every service extends: one class per service, read from env vars with its prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. A service subclass sets ``model_config`` with its own env prefix,
+    e.g. ``SettingsConfigDict(env_prefix="ORDERS_")`` so ``ORDERS_DATABASE_URL`` sets ``database_url``."""
+
+    model_config = SettingsConfigDict(env_prefix="MICROSHOP_", extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1, le=64)
+    instance_id: str = "0"
+    #: Where the service keeps its state (SQLite file, keys); the local run points every service at ./var/.
+    data_dir: Path = Path("var")
+    #: ``sqlite:///path/to/file.db`` (default: a file in data_dir) or ``postgresql://user@host:5432/db``.
+    database_url: str | None = None
+    #: ``nats://host:4222`` (JetStream) or ``amqp://user:pass@host:5672/``; empty disables the bus.
+    broker_url: str | None = None
+    #: Subject/exchange prefix, so several platforms (tests) can share one broker without seeing each other.
+    bus_namespace: str = "microshop"
+    jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
+    jwt_issuer: str = "microshop-users"
+    jwt_audience: str = "microshop"
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    #: Timeout for one call to another service, in seconds.
+    upstream_timeout: float = Field(default=5.0, gt=0)
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file named after the service in data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / f'{self.service_name}.db').as_posix()}"
