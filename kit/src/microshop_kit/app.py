@@ -1,0 +1,386 @@
+"""The app factory every service is built with: health, metrics, logs, problem+json, body limit, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from microshop_kit import db as dbmod
+from microshop_kit.auth import JwksVerifier, Principal, principal_from_authorization
+from microshop_kit.bus import EventBus
+from microshop_kit.context import TraceContext, clean_request_id, request_id_var, trace_var
+from microshop_kit.errors import (
+    DatabaseUnavailable,
+    MicroshopError,
+    ProblemError,
+    UpstreamUnavailable,
+    forbidden,
+)
+from microshop_kit.http import HttpPool
+from microshop_kit.log import configure_logging, get_logger
+from microshop_kit.settings import ServiceSettings
+
+PROBLEM_JSON = "application/problem+json"
+Handler = Callable[[dbmod.Tx, Any], Awaitable[None]]
+Hook = Callable[["Kit"], Awaitable[None]]
+log = get_logger("microshop.http")
+
+
+@dataclass
+class Kit:
+    """What a running service owns: settings, database, bus, HTTP pool, token verifier, background tasks."""
+
+    settings: ServiceSettings
+    http: HttpPool
+    verifier: JwksVerifier
+    metrics: CollectorRegistry
+    db: dbmod.Database | None = None
+    bus: EventBus | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def background(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a coroutine for the life of the service; cancelled at shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.append(task)
+        return task
+
+    @property
+    def database(self) -> dbmod.Database:
+        if self.db is None:
+            raise RuntimeError(f"Service {self.settings.service_name} has no database")
+        return self.db
+
+
+@dataclass
+class ServiceSpec:
+    """How one service differs from the others; everything else comes from the kit."""
+
+    title: str
+    routers: Sequence[APIRouter]
+    version: str = "1.0.0"
+    #: Folder of numbered SQL migrations; None when the service keeps no database.
+    migrations: Path | None = None
+    #: Event consumer handlers by wire name (effects run in the inbox transaction).
+    handlers: Callable[[Kit], Mapping[str, Handler]] | None = None
+    #: Whether the service publishes events (opens the broker even with no handlers).
+    uses_bus: bool = True
+    startup: Sequence[Hook] = ()
+    shutdown: Sequence[Hook] = ()
+    #: Extra readiness checks; each raises to report not ready.
+    ready_checks: Sequence[Callable[[Kit], Awaitable[str | None]]] = ()
+    #: Path prefixes left out of the OpenAPI document and the access log (e.g. internal routes).
+    quiet_paths: tuple[str, ...] = ("/livez", "/readyz", "/metrics")
+
+
+def get_kit(request: Request) -> Kit:
+    kit: Kit = request.app.state.kit
+    return kit
+
+
+KitDep = Annotated[Kit, Depends(get_kit)]
+
+
+async def current_principal(request: Request) -> Principal:
+    """The verified caller, from ``Authorization: Bearer <access token>``; 401 otherwise."""
+    kit = get_kit(request)
+    return await principal_from_authorization(kit.verifier, request.headers.get("authorization"))
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise forbidden("This needs the admin role.")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(current_admin)]
+
+
+# ------------------------------------------------------------------------------------------------ problems
+
+
+def problem_response(problem: ProblemError, instance: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.to_body(instance), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        errors.append({"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")})
+    return errors
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProblemError)
+        return problem_response(exc, request.url.path)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = _validation_errors(exc)
+        fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]) for e in errors[:5])
+        problem = ProblemError(
+            422, "Unprocessable Content", f"Invalid input: {fields}", type_="/problems/validation", errors=errors
+        )
+        return problem_response(problem, request.url.path)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
+        title = titles.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        problem = ProblemError(exc.status_code, title, detail, headers=dict(exc.headers or {}))
+        return problem_response(problem, request.url.path)
+
+    async def on_db_down(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable", error=str(exc))
+        problem = ProblemError(
+            503, "Service Unavailable", "The database is unavailable; try again shortly.",
+            type_="/problems/database-unavailable", headers={"Retry-After": "2"},
+        )
+        return problem_response(problem, request.url.path)
+
+    async def on_upstream_down(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, UpstreamUnavailable)
+        problem = ProblemError(
+            503, "Service Unavailable", f"The {exc.service} service is unavailable; try again shortly.",
+            type_="/problems/upstream-unavailable", headers={"Retry-After": "2"}, service=exc.service,
+        )
+        return problem_response(problem, request.url.path)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", path=request.url.path)
+        problem = ProblemError(500, "Internal Server Error", "Something went wrong on our side.")
+        return problem_response(problem, request.url.path)
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(DatabaseUnavailable, on_db_down)
+    app.add_exception_handler(UpstreamUnavailable, on_upstream_down)
+    app.add_exception_handler(MicroshopError, on_unexpected)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+# ---------------------------------------------------------------------------------------------- middleware
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit; FastAPI re-raises HTTPExceptions."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than {limit} bytes.")
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        labels = ["service", "method", "route", "status"]
+        self.requests = Counter("http_requests_total", "HTTP requests", labels, registry=registry)
+        self.duration = Histogram(
+            "http_request_duration_seconds", "HTTP request duration", ["service", "method", "route"],
+            registry=registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being served", ["service"], registry=registry)
+        self.service = service
+
+
+class KitMiddleware:
+    """Request id and trace context, body size limit, metrics and one access log line per request."""
+
+    def __init__(
+        self, app: ASGIApp, *, service: str, max_body: int, metrics: _Metrics, quiet: tuple[str, ...]
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+        self.metrics = metrics
+        self.quiet = quiet
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = clean_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+        parent = TraceContext.parse(headers.get(b"traceparent", b"").decode("latin-1"))
+        trace = parent.child() if parent else TraceContext.new()
+        rid_token, trace_token = request_id_var.set(request_id), trace_var.set(trace)
+        started, status = time.perf_counter(), 500
+        response_started = False
+
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            status = 413
+            await self._too_large(scope, send, request_id)
+            self._finish(scope, status, started)
+            request_id_var.reset(rid_token)
+            trace_var.reset(trace_token)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLarge(self.max_body)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        self.metrics.in_flight.labels(self.service).inc()
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except _BodyTooLarge:
+            if not response_started:
+                status = 413
+                await self._too_large(scope, send, request_id)
+        finally:
+            self.metrics.in_flight.labels(self.service).dec()
+            self._finish(scope, status, started)
+            request_id_var.reset(rid_token)
+            trace_var.reset(trace_token)
+
+    async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
+        problem = ProblemError(
+            413, "Content Too Large", f"The request body is larger than {self.max_body} bytes.",
+            type_="/problems/body-too-large",
+        )
+        response = problem_response(problem, scope.get("path"))
+        response.headers["x-request-id"] = request_id
+        response.headers["connection"] = "close"
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)
+
+    def _finish(self, scope: Scope, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "<unmatched>"
+        method = scope.get("method", "")
+        self.metrics.requests.labels(self.service, method, template, str(status)).inc()
+        self.metrics.duration.labels(self.service, method, template).observe(elapsed)
+        path = scope.get("path", "")
+        if not path.startswith(self.quiet):
+            log.info(
+                "request", method=method, path=path, route=template, status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+
+
+# ------------------------------------------------------------------------------------------------- factory
+
+
+def _health_router(spec: ServiceSpec) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(kit: KitDep) -> Response:
+        checks: dict[str, str] = {}
+        if kit.db is not None:
+            try:
+                await kit.db.ping()
+                checks["database"] = "ok"
+            except DatabaseUnavailable as exc:
+                checks["database"] = f"unavailable: {exc}"
+        if kit.bus is not None and kit.bus.enabled:
+            checks["broker"] = "ok" if kit.bus.connected else "unavailable"
+        for check in spec.ready_checks:
+            try:
+                checks[check.__name__] = await check(kit) or "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
+                checks[check.__name__] = f"unavailable: {exc}"
+        ready = all(value == "ok" or not value.startswith("unavailable") for value in checks.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics(kit: KitDep) -> Response:
+        return Response(generate_latest(kit.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    kit: Kit = app.state.kit
+    spec: ServiceSpec = app.state.spec
+    settings = kit.settings
+    if spec.migrations is not None:
+        kit.db = await dbmod.connect(settings.resolved_database_url())
+        applied = await kit.db.migrate(settings.service_name, spec.migrations)
+        if applied:
+            log.info("migrations applied", migrations=applied)
+    if spec.uses_bus and kit.db is not None:
+        handlers = dict(spec.handlers(kit)) if spec.handlers else {}
+        kit.bus = EventBus(settings, kit.db, consumer=settings.service_name, handlers=handlers)
+        await kit.bus.start()
+    for hook in spec.startup:
+        await hook(kit)
+    log.info("service started", port=settings.port, instance=settings.instance_id)
+    try:
+        yield
+    finally:
+        for hook in spec.shutdown:
+            await hook(kit)
+        for task in kit.tasks:
+            task.cancel()
+        await asyncio.gather(*kit.tasks, return_exceptions=True)
+        if kit.bus is not None:
+            await kit.bus.close()
+        await kit.http.close()
+        if kit.db is not None:
+            await kit.db.close()
+
+
+def create_service_app(settings: ServiceSettings, spec: ServiceSpec) -> FastAPI:
+    """Build a service's ASGI app: the spec's routers plus everything every service has."""
+    configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
+    app = FastAPI(title=spec.title, version=spec.version, lifespan=_lifespan, docs_url="/docs", redoc_url=None)
+    registry = CollectorRegistry()
+    http = HttpPool()
+    verifier = JwksVerifier(settings.jwks_url, settings.jwt_issuer, settings.jwt_audience, http)
+    app.state.kit = Kit(settings=settings, http=http, verifier=verifier, metrics=registry)
+    app.state.spec = spec
+    _install_error_handlers(app)
+    app.include_router(_health_router(spec))
+    for router in spec.routers:
+        app.include_router(router)
+    app.add_middleware(
+        KitMiddleware,
+        service=settings.service_name,
+        max_body=settings.max_body_bytes,
+        metrics=_Metrics(registry, settings.service_name),
+        quiet=spec.quiet_paths,
+    )
+    return app

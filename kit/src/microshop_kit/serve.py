@@ -1,0 +1,95 @@
+"""Run a service: its command line (serve, migrate) and the granian server under it."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from microshop_kit import db as dbmod
+from microshop_kit.log import configure_logging
+from microshop_kit.settings import ServiceSettings
+
+
+def _load(target: str) -> Callable[[], Any]:
+    module, _, attr = target.partition(":")
+    factory: Callable[[], Any] = getattr(importlib.import_module(module), attr)
+    return factory
+
+
+def serve(target: str, settings: ServiceSettings) -> None:
+    """Serve ``module:create_app`` with granian; ``create_app(settings)`` must accept the settings.
+
+    One worker (the local run, tests): granian embedded in this process's event loop, so a service is one
+    OS process that a test can SIGKILL cleanly. More workers (containers): granian's process manager.
+    """
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    if settings.workers == 1:
+        from granian.server.embed import Server
+
+        factory = _load(target)
+        server = Server(
+            lambda: factory(settings), address=settings.host, port=settings.port, interface=Interfaces.ASGI,
+            factory=True, log_level=LogLevels.warning, backlog=1024,
+        )
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, server.stop)
+            await server.serve()
+
+        asyncio.run(run())
+        return
+    from granian import Granian
+
+    # Each worker process builds its own app from env settings (overrides given here are not passed on).
+    Granian(
+        target, address=settings.host, port=settings.port, interface=Interfaces.ASGI, factory=True,
+        workers=settings.workers, log_level=LogLevels.warning, backlog=1024,
+    ).serve()
+
+
+async def migrate(settings: ServiceSettings, folder: Path) -> list[str]:
+    database = await dbmod.connect(settings.resolved_database_url())
+    try:
+        return await database.migrate(settings.service_name, folder)
+    finally:
+        await database.close()
+
+
+def service_cli(target: str, settings_factory: Callable[[], ServiceSettings], migrations: Path | None) -> typer.Typer:
+    """The command line every service has: ``serve`` and ``migrate``; a service adds its own commands."""
+    cli = typer.Typer(no_args_is_help=True, add_completion=False)
+
+    @cli.command("serve")
+    def serve_command(
+        port: int | None = typer.Option(None, help="Port to listen on (default from settings)"),
+        host: str | None = typer.Option(None, help="Address to bind (default from settings)"),
+    ) -> None:
+        """Serve the HTTP API (and the service's consumers and background loops)."""
+        settings = settings_factory()
+        overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+        if overrides:
+            settings = settings.model_copy(update=overrides)
+        serve(target, settings)
+
+    @cli.command("migrate")
+    def migrate_command() -> None:
+        """Apply the database migrations and exit (also done at start)."""
+        settings = settings_factory()
+        configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
+        if migrations is None:
+            typer.echo(f"{settings.service_name} keeps no database")
+            return
+        applied = asyncio.run(migrate(settings, migrations))
+        typer.echo("\n".join(applied) or "up to date")
+
+    return cli

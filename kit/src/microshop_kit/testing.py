@@ -1,0 +1,83 @@
+"""Test helpers every service's tests share: a real JWKS issuer on loopback and an app run with its lifespan.
+
+Imported by tests only (it needs httpx, a dev dependency).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from jwt.algorithms import OKPAlgorithm
+
+
+class JwtIssuer:
+    """Signs access tokens the way the users service does, with a key of its own."""
+
+    def __init__(self, issuer: str = "microshop-users", audience: str = "microshop") -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.key = Ed25519PrivateKey.generate()
+        self.kid = secrets.token_hex(8)
+
+    def jwks(self) -> dict[str, Any]:
+        public: dict[str, Any] = OKPAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        public.update(kid=self.kid, use="sig", alg="EdDSA")
+        return {"keys": [public]}
+
+    def token(
+        self,
+        sub: str | None = None,
+        *,
+        roles: Iterable[str] = ("customer",),
+        email: str | None = None,
+        ttl: int = 900,
+        **claims: Any,
+    ) -> str:
+        now = int(time.time())
+        payload = {
+            "iss": self.issuer, "aud": self.audience, "sub": sub or str(uuid.uuid4()), "iat": now,
+            "exp": now + ttl, "jti": secrets.token_hex(8), "roles": list(roles), "email": email, **claims,
+        }
+        return jwt.encode(payload, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+
+    def headers(self, sub: str | None = None, **kwargs: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(sub, **kwargs)}"}
+
+
+@contextlib.asynccontextmanager
+async def jwks_server(issuer: JwtIssuer) -> AsyncIterator[str]:
+    """Serve the issuer's JWKS over real HTTP on 127.0.0.1; yields the JWKS URL."""
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.json_response(issuer.jwks())
+
+    app = web.Application()
+    app.router.add_get("/.well-known/jwks.json", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_app(app: FastAPI, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan (database, migrations, bus) and give an HTTP client bound to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
