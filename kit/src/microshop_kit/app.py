@@ -151,16 +151,23 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_db_down(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable", error=str(exc))
         problem = ProblemError(
-            503, "Service Unavailable", "The database is unavailable; try again shortly.",
-            type_="/problems/database-unavailable", headers={"Retry-After": "2"},
+            503,
+            "Service Unavailable",
+            "The database is unavailable; try again shortly.",
+            type_="/problems/database-unavailable",
+            headers={"Retry-After": "2"},
         )
         return problem_response(problem, request.url.path)
 
     async def on_upstream_down(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, UpstreamUnavailable)
         problem = ProblemError(
-            503, "Service Unavailable", f"The {exc.service} service is unavailable; try again shortly.",
-            type_="/problems/upstream-unavailable", headers={"Retry-After": "2"}, service=exc.service,
+            503,
+            "Service Unavailable",
+            f"The {exc.service} service is unavailable; try again shortly.",
+            type_="/problems/upstream-unavailable",
+            headers={"Retry-After": "2"},
+            service=exc.service,
         )
         return problem_response(problem, request.url.path)
 
@@ -193,8 +200,11 @@ class _Metrics:
         labels = ["service", "method", "route", "status"]
         self.requests = Counter("http_requests_total", "HTTP requests", labels, registry=registry)
         self.duration = Histogram(
-            "http_request_duration_seconds", "HTTP request duration", ["service", "method", "route"],
-            registry=registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            "http_request_duration_seconds",
+            "HTTP request duration",
+            ["service", "method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served", ["service"], registry=registry)
         self.service = service
@@ -203,9 +213,7 @@ class _Metrics:
 class KitMiddleware:
     """Request id and trace context, body size limit, metrics and one access log line per request."""
 
-    def __init__(
-        self, app: ASGIApp, *, service: str, max_body: int, metrics: _Metrics, quiet: tuple[str, ...]
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, service: str, max_body: int, metrics: _Metrics, quiet: tuple[str, ...]) -> None:
         self.app = app
         self.service = service
         self.max_body = max_body
@@ -267,7 +275,9 @@ class KitMiddleware:
 
     async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
         problem = ProblemError(
-            413, "Content Too Large", f"The request body is larger than {self.max_body} bytes.",
+            413,
+            "Content Too Large",
+            f"The request body is larger than {self.max_body} bytes.",
             type_="/problems/body-too-large",
         )
         response = problem_response(problem, scope.get("path"))
@@ -289,7 +299,11 @@ class KitMiddleware:
         path = scope.get("path", "")
         if not path.startswith(self.quiet):
             log.info(
-                "request", method=method, path=path, route=template, status=status,
+                "request",
+                method=method,
+                path=path,
+                route=template,
+                status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
 

@@ -36,9 +36,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
         _add_context,
         lambda _, __, event: {"service": service, **event},
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -16,9 +16,9 @@ from microshop_kit.log import configure_logging
 from microshop_kit.settings import ServiceSettings
 
 
-def _load(target: str) -> Callable[[], Any]:
+def _load(target: str) -> Callable[..., Any]:
     module, _, attr = target.partition(":")
-    factory: Callable[[], Any] = getattr(importlib.import_module(module), attr)
+    factory: Callable[..., Any] = getattr(importlib.import_module(module), attr)
     return factory
 
 
@@ -36,8 +36,13 @@ def serve(target: str, settings: ServiceSettings) -> None:
 
         factory = _load(target)
         server = Server(
-            lambda: factory(settings), address=settings.host, port=settings.port, interface=Interfaces.ASGI,
-            factory=True, log_level=LogLevels.warning, backlog=1024,
+            lambda: factory(settings),
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            factory=True,
+            log_level=LogLevels.warning,
+            backlog=1024,
         )
 
         async def run() -> None:
@@ -52,8 +57,14 @@ def serve(target: str, settings: ServiceSettings) -> None:
 
     # Each worker process builds its own app from env settings (overrides given here are not passed on).
     Granian(
-        target, address=settings.host, port=settings.port, interface=Interfaces.ASGI, factory=True,
-        workers=settings.workers, log_level=LogLevels.warning, backlog=1024,
+        target,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=settings.workers,
+        log_level=LogLevels.warning,
+        backlog=1024,
     ).serve()
 
 

@@ -1,1 +1,5 @@
-"""microshop_launcher."""
+"""microshop's local launcher: every service as its own process, and the platform fixture for tests."""
+
+from microshop_launcher.platform import Platform, PlatformConfig, PlatformError, free_port, running
+
+__all__ = ["Platform", "PlatformConfig", "PlatformError", "free_port", "running"]

@@ -1,0 +1,241 @@
+"""Calls to other services over one pooled aiohttp session: deadlines, safe retries and a circuit breaker.
+
+Retries are hand-written (a dozen lines) rather than taken from stamina or tenacity: the decision to
+retry depends on the HTTP answer (502/503/504) as well as on exceptions, every call has one deadline that
+the retries and their back-off must fit inside, and the breaker must see each attempt. Bending a
+decorator-based library to all three took more code than it saved, and added a dependency to every service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict, Unpack
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from microshop_kit.breaker import CircuitBreaker
+from microshop_kit.context import outgoing_headers
+from microshop_kit.errors import CircuitOpen, UpstreamError, UpstreamUnavailable
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+Params = Mapping[str, str | int | float] | Sequence[tuple[str, str | int | float]]
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments of ``ServiceClient.request``, typed for its get/post/... helpers."""
+
+    json: Any
+    content: bytes | None
+    headers: Mapping[str, str] | None
+    params: Params | None
+    idempotent: bool | None
+    timeout: float | None
+
+
+class HttpPool:
+    """One ``aiohttp.ClientSession`` per process, made on first use inside the running event loop."""
+
+    def __init__(self, *, limit: int = 256, keepalive_timeout: float = 15.0) -> None:
+        self.limit = limit
+        self.keepalive_timeout = keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session; must be called from inside the event loop that will use it."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.limit, keepalive_timeout=self.keepalive_timeout)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # services are stateless to each other
+                raise_for_status=False,
+                trust_env=False,  # never route service-to-service calls through an HTTP(S)_PROXY
+            )
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError("HttpPool is bound to another event loop; make one pool per loop")
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    """A whole HTTP answer from another service (any status: the caller decides what a 4xx/5xx means)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    service: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            message = f"answer {self.status} is not JSON"
+            raise UpstreamError(self.service, message, status=self.status) from exc
+
+
+class ServiceClient:
+    """Calls one upstream service. ``timeout`` bounds a whole call, retries and back-off included."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        pool: HttpPool,
+        *,
+        timeout: float = 5.0,
+        retries: int = 2,
+        breaker: CircuitBreaker | None = None,
+        connect_timeout: float = 1.0,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 1.0,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url for {name!r} must be an http(s) URL, got {base_url!r}")
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.pool = pool
+        self.timeout = timeout
+        self.retries = retries
+        self.breaker = breaker
+        self.connect_timeout = connect_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Params | None = None,
+        idempotent: bool | None = None,
+        # A deadline the retry loop shares out between attempts, so asyncio.timeout() cannot replace it.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> UpstreamResponse:
+        """Send one request, retrying it only when it is safe to repeat.
+
+        Idempotent calls (GET/HEAD/PUT/DELETE/OPTIONS, a call carrying an ``Idempotency-Key`` header, or
+        ``idempotent=True``) are retried on no answer and on 502/503/504, with full-jitter exponential
+        back-off, while the deadline allows. Other calls are sent exactly once. Raises ``CircuitOpen``
+        without sending when the breaker is open, ``UpstreamUnavailable`` when no answer came; returns
+        every HTTP answer.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        method = method.upper()
+        extra = CIMultiDict(headers or {})
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS or "Idempotency-Key" in extra
+        if json is not None:
+            content = orjson.dumps(json)
+            extra.setdefault("Content-Type", "application/json")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else self.timeout)
+        attempts = 1 + (self.retries if idempotent else 0)
+        last: UpstreamResponse | None = None
+        for attempt in range(attempts):
+            try:
+                last = await self._attempt(method, path, content, extra, params, deadline)
+            except CircuitOpen:
+                if last is not None:
+                    return last  # opened between our attempts: hand back the answer we have
+                raise
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                delay = self._backoff(attempt, attempts, deadline)
+                if delay is None:
+                    if last is not None:
+                        return last  # an earlier attempt did get an answer: that is the one to act on
+                    reason = "timed out" if isinstance(exc, TimeoutError) else f"no answer ({exc!r})"
+                    raise UpstreamUnavailable(self.name, f"{method} {path} {reason}") from exc
+            else:
+                delay = self._backoff(attempt, attempts, deadline)
+                if last.status not in RETRY_STATUSES or delay is None:
+                    return last
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def get(self, path: str, **kwargs: Unpack[RequestOptions]) -> UpstreamResponse:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Unpack[RequestOptions]) -> UpstreamResponse:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Unpack[RequestOptions]) -> UpstreamResponse:
+        return await self.request("PUT", path, **kwargs)
+
+    async def patch(self, path: str, **kwargs: Unpack[RequestOptions]) -> UpstreamResponse:
+        return await self.request("PATCH", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Unpack[RequestOptions]) -> UpstreamResponse:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        extra: CIMultiDict[str],
+        params: Params | None,
+        deadline: float,
+    ) -> UpstreamResponse:
+        if self.breaker is not None and not self.breaker.allow():
+            raise CircuitOpen(self.name, f"circuit open; {method} {path} not sent")
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:  # aiohttp reads a zero total as "no timeout"
+            raise TimeoutError
+        # Each attempt gets a fresh span id (a retry is a new client span); the caller's headers win.
+        headers = CIMultiDict(outgoing_headers())
+        headers.update(extra)
+        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=min(self.connect_timeout, remaining))
+        try:
+            async with self.pool.session().request(
+                method,
+                self.base_url + path,
+                data=content,
+                headers=headers,
+                params=params,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            self._record(failed=True)
+            raise
+        self._record(failed=response.status >= 500)
+        return UpstreamResponse(response.status, response.headers, body, self.name)
+
+    def _record(self, *, failed: bool) -> None:
+        if self.breaker is None:
+            return
+        if failed:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()
+
+    def _backoff(self, attempt: int, attempts: int, deadline: float) -> float | None:
+        """Full-jitter back-off before the next attempt, or None when no attempt is left or it cannot fit."""
+        if attempt + 1 >= attempts:
+            return None
+        delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+        if asyncio.get_running_loop().time() + delay >= deadline:
+            return None
+        return delay

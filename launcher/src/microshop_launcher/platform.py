@@ -1,0 +1,435 @@
+"""Runs the whole platform as separate OS processes: the broker, the mail sink and every service.
+
+`microshop up` uses it to run the shop; the tests use it as a fixture to start the platform on a chosen
+database and broker, run several instances of a service, kill and restart processes and stop the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Start order matters only for readiness: users first (it serves the JWKS everyone fetches).
+SERVICES = ("users", "products", "payments", "orders", "notifications", "storefront", "gateway")
+#: Services that keep a database of their own.
+DATABASE_SERVICES = ("users", "products", "orders", "payments", "notifications")
+DEFAULT_PORTS = {
+    "gateway": 8000,
+    "storefront": 8010,
+    "users": 8101,
+    "products": 8102,
+    "orders": 8103,
+    "payments": 8104,
+    "notifications": 8105,
+    "nats": 4230,
+    "smtp": 8025,
+    "mailbox": 8026,
+}
+
+LineSink = Callable[[str, str], None]
+
+
+class PlatformError(RuntimeError):
+    """A process of the platform failed to start or to become ready."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ready(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own loopback URL
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class Process:
+    """One OS process of the platform, its output copied to a log file (and optionally to a console)."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    ready_url: str | None
+    sink: LineSink | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    _reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.popen = subprocess.Popen(  # noqa: S603 - fixed argv built by the platform
+            self.args,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._copy_output, name=f"log-{self.name}", daemon=True)
+        self._reader.start()
+
+    def _copy_output(self) -> None:
+        assert self.popen is not None and self.popen.stdout is not None
+        with self.log_path.open("ab") as log:
+            for raw in self.popen.stdout:
+                log.write(raw)
+                log.flush()
+                if self.sink is not None:
+                    self.sink(self.name, raw.decode(errors="replace").rstrip())
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            assert self.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+
+    def wait(self, timeout: float) -> bool:
+        if self.popen is None:
+            return True
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.signal(signal.SIGTERM)
+        if not self.wait(timeout):
+            self.signal(signal.SIGKILL)
+            self.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class PlatformConfig:
+    """Where the platform keeps its state and what it runs on; the defaults are the local run."""
+
+    root: Path = Path("var")
+    #: None: a SQLite file per service under root. Else a PostgreSQL server URL without a database name
+    #: (``postgresql://postgres@127.0.0.1:5432``): each service gets its own database on it.
+    postgres_url: str | None = None
+    #: Database name prefix on PostgreSQL (tests use a unique one).
+    database_prefix: str = "microshop"
+    #: None: start an embedded nats-server (JetStream on disk under root). Else ``nats://...``/``amqp://...``.
+    broker_url: str | None = None
+    namespace: str = "microshop"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log_json: bool = True
+    sink: LineSink | None = None
+
+    @classmethod
+    def isolated(cls, root: Path, **kwargs: object) -> PlatformConfig:
+        """A configuration on free ports, for tests that run beside a `make up`."""
+        ports = {name: free_port() for name in DEFAULT_PORTS}
+        return cls(root=root, ports=ports, **kwargs)  # type: ignore[arg-type]
+
+
+class Platform:
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        self.root = config.root.resolve()
+        self.processes: dict[str, list[Process]] = {}
+        self.broker: Process | None = None
+        self.mailsink: Process | None = None
+
+    # --------------------------------------------------------------------------------------------- addresses
+
+    def url(self, service: str, instance: int = 0) -> str:
+        return f"http://127.0.0.1:{self.port(service, instance)}"
+
+    def port(self, service: str, instance: int = 0) -> int:
+        return self.config.ports[service] + (100 * instance if instance else 0)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.url("gateway")
+
+    @property
+    def mailbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports['mailbox']}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.config.broker_url or f"nats://127.0.0.1:{self.config.ports['nats']}"
+
+    def database_url(self, service: str) -> str:
+        if self.config.postgres_url:
+            return f"{self.config.postgres_url.rstrip('/')}/{self.config.database_prefix}_{service}"
+        return f"sqlite:///{self.root / service / f'{service}.db'}"
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+
+    def start(self, progress: Callable[[str, str], None] | None = None, timeout: float = 60.0) -> None:
+        """Start everything and wait until every service answers /readyz."""
+        note = progress or (lambda _name, _state: None)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.config.postgres_url:
+            self._create_databases()
+        if self.config.broker_url is None:
+            self.start_broker()
+        self._start_mailsink()
+        for name in SERVICES:
+            self.start_instance(name, wait=False)
+            note(name, "starting")
+        self.wait_ready(SERVICES, timeout=timeout, progress=note)
+
+    def start_instance(self, name: str, instance: int | None = None, *, wait: bool = True) -> Process:
+        """Start (another) instance of a service; instance n listens on the base port + 100 n."""
+        instances = self.processes.setdefault(name, [])
+        index = len(instances) if instance is None else instance
+        process = Process(
+            name=name if index == 0 else f"{name}-{index}",
+            args=[sys.executable, "-m", f"microshop_{name}", "serve"],
+            env=self._service_env(name, index),
+            log_path=self.root / "logs" / f"{name}-{index}.log",
+            ready_url=f"{self.url(name, index)}/readyz",
+            sink=self.config.sink,
+        )
+        process.start()
+        if index < len(instances):
+            instances[index] = process
+        else:
+            instances.append(process)
+        if wait:
+            self._wait_process(process, timeout=30)
+        return process
+
+    def wait_ready(
+        self,
+        names: tuple[str, ...] = SERVICES,
+        timeout: float = 60.0,
+        progress: Callable[[str, str], None] | None = None,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {p.name: p for name in names for p in self.processes.get(name, [])}
+        while pending:
+            for key, process in list(pending.items()):
+                if not process.alive:
+                    raise PlatformError(f"{key} exited while starting:\n{process.tail()}")
+                if process.ready_url and _ready(process.ready_url, timeout=0.5):
+                    del pending[key]
+                    if progress:
+                        progress(key, "ready")
+            if pending and time.monotonic() > deadline:
+                details = "\n".join(f"--- {key}\n{p.tail(10)}" for key, p in pending.items())
+                raise PlatformError(f"not ready after {timeout:.0f} s: {', '.join(pending)}\n{details}")
+            time.sleep(0.05)
+
+    def _wait_process(self, process: Process, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not (process.ready_url and _ready(process.ready_url, timeout=0.5)):
+            if not process.alive:
+                raise PlatformError(f"{process.name} exited while starting:\n{process.tail()}")
+            if time.monotonic() > deadline:
+                raise PlatformError(f"{process.name} not ready after {timeout:.0f} s:\n{process.tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop every process: services first (they drain), then the mail sink and the broker."""
+        everything = [p for name in reversed(SERVICES) for p in self.processes.get(name, [])]
+        for process in everything:
+            process.signal(signal.SIGTERM)
+        for process in everything:
+            if not process.wait(10):
+                process.signal(signal.SIGKILL)
+                process.wait(5)
+        for process in (self.mailsink, self.broker):
+            if process is not None:
+                process.stop()
+
+    def process(self, name: str, instance: int = 0) -> Process:
+        return self.processes[name][instance]
+
+    def kill(self, name: str, instance: int = 0, sig: int = signal.SIGKILL) -> None:
+        """Kill one service process (SIGKILL by default: no chance to clean up)."""
+        process = self.process(name, instance)
+        process.signal(sig)
+        process.wait(10)
+
+    def restart(self, name: str, instance: int = 0) -> Process:
+        process = self.process(name, instance)
+        if process.alive:
+            process.stop()
+        return self.start_instance(name, instance)
+
+    # ------------------------------------------------------------------------------------ broker and mail
+
+    def start_broker(self) -> None:
+        """Start the embedded nats-server (JetStream on disk, fsync on every write)."""
+        store = self.root / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        conf = store / "nats.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{self.config.ports["nats"]}"\n'
+            f'jetstream {{ store_dir: "{store}", sync_interval: always }}\n'
+        )
+        binary = Path(sys.executable).parent / "nats-server"
+        self.broker = Process(
+            name="nats",
+            args=[str(binary), "-c", str(conf)],
+            env=dict(os.environ),
+            log_path=self.root / "logs" / "nats.log",
+            ready_url=None,
+            sink=self.config.sink,
+        )
+        self.broker.start()
+        self._wait_port(self.config.ports["nats"], self.broker)
+
+    def stop_broker(self) -> None:
+        if self.broker is None:
+            raise PlatformError("the broker is not the platform's own (it was given by URL)")
+        self.broker.stop()
+
+    def _start_mailsink(self) -> None:
+        ports = self.config.ports
+        self.mailsink = Process(
+            name="mailsink",
+            args=[
+                sys.executable,
+                "-m",
+                "microshop_launcher.mailsink",
+                "--smtp-port",
+                str(ports["smtp"]),
+                "--http-port",
+                str(ports["mailbox"]),
+                "--dir",
+                str(self.root / "mail"),
+            ],
+            env=dict(os.environ),
+            log_path=self.root / "logs" / "mailsink.log",
+            ready_url=f"{self.mailbox_url}/livez",
+            sink=self.config.sink,
+        )
+        self.mailsink.start()
+        self._wait_process(self.mailsink, timeout=20)
+
+    def _wait_port(self, port: int, process: Process, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+            if not process.alive:
+                raise PlatformError(f"{process.name} exited while starting:\n{process.tail()}")
+            if time.monotonic() > deadline:
+                raise PlatformError(f"{process.name} not listening on {port} after {timeout:.0f} s")
+            time.sleep(0.05)
+
+    # ---------------------------------------------------------------------------------------- environment
+
+    def _service_env(self, name: str, instance: int) -> dict[str, str]:
+        prefix = name.upper() + "_"
+        ports = self.config.ports
+        values = {
+            "PORT": str(self.port(name, instance)),
+            "HOST": "127.0.0.1",
+            "INSTANCE_ID": str(instance),
+            "DATA_DIR": str(self.root / name),
+            "BROKER_URL": self.broker_url,
+            "BUS_NAMESPACE": self.config.namespace,
+            "JWKS_URL": f"{self.url('users')}/.well-known/jwks.json",
+            "LOG_JSON": "true" if self.config.log_json else "false",
+        }
+        if name in DATABASE_SERVICES:
+            values["DATABASE_URL"] = self.database_url(name)
+        for upstream in ("users", "products", "orders", "payments", "notifications", "storefront"):
+            urls = [self.url(upstream, i) for i in range(max(1, len(self.processes.get(upstream, []))))]
+            values[f"{upstream.upper()}_URL"] = ",".join(urls) if name == "gateway" else urls[0]
+        values.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(ports["smtp"]), MAILBOX_URL=self.mailbox_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+        env.update({prefix + key: value for key, value in values.items()})
+        env.update(self.config.extra_env)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _create_databases(self) -> None:
+        import asyncio
+
+        import asyncpg
+
+        async def create() -> None:
+            server = self.config.postgres_url
+            assert server is not None
+            conn = await asyncpg.connect(f"{server.rstrip('/')}/postgres", timeout=5)
+            try:
+                for service in DATABASE_SERVICES:
+                    name = f"{self.config.database_prefix}_{service}"
+                    if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                        await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+
+    def drop_databases(self) -> None:
+        """Drop the per-service PostgreSQL databases (tests clean up with it)."""
+        import asyncio
+
+        import asyncpg
+
+        async def drop() -> None:
+            server = self.config.postgres_url
+            assert server is not None
+            conn = await asyncpg.connect(f"{server.rstrip('/')}/postgres", timeout=5)
+            try:
+                for service in DATABASE_SERVICES:
+                    await conn.execute(
+                        f'DROP DATABASE IF EXISTS "{self.config.database_prefix}_{service}" WITH (FORCE)'
+                    )
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+    def run_cli(self, service: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a service's own command (seed, admin create, ...) with the same settings as the service."""
+        return subprocess.run(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", f"microshop_{service}", *args],
+            env=self._service_env(service, 0),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+
+@contextlib.contextmanager
+def running(config: PlatformConfig, timeout: float = 60.0) -> Iterator[Platform]:
+    platform = Platform(config)
+    try:
+        platform.start(timeout=timeout)
+        yield platform
+    finally:
+        platform.stop()

@@ -1,0 +1,65 @@
+"""Wiring of the notifications service: event consumers, the message store and the email sender loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from microshop_kit.app import Kit, ServiceSpec, create_service_app
+from microshop_notifications.api import router
+from microshop_notifications.domain import RetryPolicy
+from microshop_notifications.events import Consumers
+from microshop_notifications.handlers import Recorder, Sender
+from microshop_notifications.mailer import SmtpMailer
+from microshop_notifications.render import Renderer
+from microshop_notifications.settings import NotificationsSettings
+from microshop_notifications.store import MessageStore
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
+    settings = settings or NotificationsSettings()
+    app: FastAPI
+    # Set by the consumers right after their transaction commits; the sender waits on it.
+    wakeup = asyncio.Event()
+    recorder = Recorder(message_id_domain=settings.message_id_domain, wake=wakeup.set)
+    consumers = Consumers(Renderer(settings.shop_url), recorder)
+
+    async def start(kit: Kit) -> None:
+        store = MessageStore(kit.database)
+        policy = RetryPolicy(settings.send_max_attempts, settings.send_backoff_base, settings.send_backoff_max)
+        sender = Sender(
+            store,
+            SmtpMailer(settings),
+            policy,
+            wakeup=wakeup,
+            poll_interval=settings.send_poll_interval,
+            batch=settings.send_batch,
+            lease_seconds=settings.send_lease_seconds,
+        )
+        app.state.messages = store
+        app.state.sender = sender
+        app.state.sender_task = kit.background(sender.run(), "email-sender")
+
+    async def email_sender(kit: Kit) -> str:
+        # SMTP being down does not make the service unready (messages wait in the table); a dead loop does.
+        task: asyncio.Task[None] = app.state.sender_task
+        if task.done():
+            raise RuntimeError("the email sender loop has stopped")
+        return "ok"
+
+    app = create_service_app(
+        settings,
+        ServiceSpec(
+            title="microshop notifications",
+            routers=[router],
+            migrations=MIGRATIONS,
+            handlers=lambda kit: consumers.handlers(),
+            startup=[start],
+            ready_checks=[email_sender],
+        ),
+    )
+    return app

@@ -1,0 +1,157 @@
+"""The messages table: recording a message in the consumer's transaction, claiming due ones, outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from microshop_kit.db import Database, Row, Tx
+from microshop_notifications.domain import EMAIL, Email, Status
+
+_DUE = "status IN ('pending', 'failed') AND next_attempt_at <= :now"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    # Fixed width (always microseconds, always +00:00), so text order is time order in both dialects.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message this sender holds for one attempt (``attempts`` already counts it)."""
+
+    id: str
+    event_id: str
+    recipient: str
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    created_at: str
+    attempts: int
+
+
+class MessageStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    async def record(
+        tx: Tx,
+        *,
+        event_id: str,
+        event_type: str,
+        email: Email,
+        user_id: str | None,
+        message_id: str,
+        status: Status = Status.PENDING,
+        error: str | None = None,
+    ) -> bool:
+        """Record an email for an event, in the caller's transaction; False when that event already has one."""
+        at = iso(now())
+        changed = await tx.execute(
+            "INSERT INTO messages (id, event_id, event_type, channel, recipient, user_id, subject, text_body, "
+            "html_body, message_id, status, attempts, next_attempt_at, last_error, created_at) VALUES (:id, "
+            ":event_id, :event_type, :channel, :recipient, :user_id, :subject, :text, :html, :message_id, "
+            ":status, 0, :at, :error, :at) ON CONFLICT (event_id, channel) DO NOTHING",
+            {
+                "id": str(uuid.uuid4()),
+                "event_id": event_id,
+                "event_type": event_type,
+                "channel": EMAIL,
+                "recipient": email.recipient,
+                "user_id": user_id,
+                "subject": email.subject,
+                "text": email.text,
+                "html": email.html,
+                "message_id": message_id,
+                "status": status,
+                "error": error,
+                "at": at,
+            },
+        )
+        return changed == 1
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Claimed]:
+        """Take up to ``limit`` due messages for one attempt each.
+
+        A claim counts the attempt and pushes next_attempt_at past the lease, so another sender (a second
+        instance) skips the message, and a sender that crashes mid-send gives it back when the lease ends.
+        The claim is conditional on the attempts seen, so of two concurrent claimers exactly one wins.
+        """
+        moment = now()
+        seen = await self.db.fetch(
+            f"SELECT id, attempts FROM messages WHERE {_DUE} ORDER BY next_attempt_at LIMIT :limit",
+            {"now": iso(moment), "limit": limit},
+        )
+        claimed: list[Claimed] = []
+        if not seen:
+            return claimed
+        async with self.db.transaction() as tx:
+            for row in seen:
+                taken = await tx.fetchrow(
+                    "UPDATE messages SET attempts = attempts + 1, next_attempt_at = :lease "
+                    f"WHERE id = :id AND attempts = :seen AND {_DUE} "
+                    "RETURNING id, event_id, recipient, subject, text_body, html_body, message_id, created_at, "
+                    "attempts",
+                    {
+                        "id": row["id"],
+                        "seen": row["attempts"],
+                        "now": iso(moment),
+                        "lease": iso(moment + timedelta(seconds=lease_seconds)),
+                    },
+                )
+                if taken is not None:
+                    claimed.append(_claimed(taken))
+        return claimed
+
+    async def mark_sent(self, message_id: str) -> None:
+        await self.db.execute(
+            "UPDATE messages SET status = :status, sent_at = :at, last_error = NULL WHERE id = :id",
+            {"status": Status.SENT, "at": iso(now()), "id": message_id},
+        )
+
+    async def mark_failed(self, message_id: str, status: Status, error: str, retry_in: float) -> None:
+        await self.db.execute(
+            "UPDATE messages SET status = :status, last_error = :error, next_attempt_at = :next WHERE id = :id",
+            {
+                "status": status,
+                "error": error[:2000],
+                "id": message_id,
+                "next": iso(now() + timedelta(seconds=retry_in)),
+            },
+        )
+
+    async def history(self, *, user_id: str | None, limit: int) -> list[Row]:
+        """Newest first; every user's when ``user_id`` is None."""
+        columns = "id, channel, subject, status, recipient, attempts, created_at, sent_at"
+        if user_id is None:
+            return await self.db.fetch(
+                f"SELECT {columns} FROM messages ORDER BY created_at DESC, id LIMIT :limit", {"limit": limit}
+            )
+        return await self.db.fetch(
+            f"SELECT {columns} FROM messages WHERE user_id = :user_id ORDER BY created_at DESC, id LIMIT :limit",
+            {"user_id": user_id, "limit": limit},
+        )
+
+    async def get(self, message_id: str) -> Row | None:
+        return await self.db.fetchrow("SELECT * FROM messages WHERE id = :id", {"id": message_id})
+
+
+def _claimed(row: Row) -> Claimed:
+    return Claimed(
+        id=row["id"],
+        event_id=row["event_id"],
+        recipient=row["recipient"],
+        subject=row["subject"],
+        text=row["text_body"],
+        html=row["html_body"],
+        message_id=row["message_id"],
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+    )

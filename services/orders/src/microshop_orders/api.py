@@ -1,0 +1,217 @@
+"""Orders' HTTP API: cart and orders, with domain errors mapped to problem+json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from microshop_kit.app import PrincipalDep
+from microshop_kit.errors import ProblemError, invalid, not_found
+from microshop_orders import domain
+from microshop_orders.handlers import KeyInFlight, KeyReused, Orders
+
+router = APIRouter()
+SKU = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CartLineIn(Strict):
+    sku: SKU
+    quantity: int = Field(ge=1, le=99)
+
+
+class CartIn(Strict):
+    lines: list[CartLineIn] = Field(max_length=50)
+
+
+class CartLineOut(BaseModel):
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int
+    currency: str
+    line_total: int
+    available: bool
+    price_changed: bool
+    previous_price: int | None
+
+
+class CartOut(BaseModel):
+    lines: list[CartLineOut]
+    total: int
+    currency: str | None
+
+
+class AddressIn(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    line1: str = Field(min_length=1, max_length=200)
+    line2: str | None = Field(default=None, max_length=200)
+    city: str = Field(min_length=1, max_length=100)
+    postal_code: str = Field(min_length=1, max_length=20)
+    country: str = Field(min_length=2, max_length=2, pattern=r"^[A-Za-z]{2}$")
+
+
+class OrderIn(Strict):
+    shipping_address: AddressIn
+    payment_method_id: str = Field(min_length=3, max_length=64, pattern=r"^pm_[A-Za-z0-9_-]+$")
+
+
+class OrderLineOut(BaseModel):
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int
+    currency: str
+    line_total: int
+
+
+class TimelineEntry(BaseModel):
+    at: str
+    status: str
+    note: str | None
+
+
+class OrderOut(BaseModel):
+    id: str
+    status: str
+    reason: str | None
+    lines: list[OrderLineOut]
+    total: int
+    currency: str
+    shipping_address: dict[str, str | None]
+    payment_method_id: str
+    created_at: str
+    updated_at: str
+    timeline: list[TimelineEntry]
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    page: int
+    limit: int
+    total: int
+
+
+def get_orders(request: Request) -> Orders:
+    orders: Orders = request.app.state.orders
+    return orders
+
+
+OrdersDep = Annotated[Orders, Depends(get_orders)]
+
+
+def _domain_problem(exc: domain.OrderError) -> ProblemError:
+    if isinstance(exc, domain.PricesChanged):
+        changes = [{"sku": c.sku, "old_price": c.old_price, "new_price": c.new_price} for c in exc.changes]
+        return ProblemError(409, "Prices Changed", str(exc), type_="/problems/price-changed", changes=changes)
+    if isinstance(exc, domain.UnknownProducts):
+        return ProblemError(
+            422,
+            "Unprocessable Content",
+            str(exc),
+            type_="/problems/unknown-products",
+            skus=exc.skus,
+            errors=[{"loc": ["body", "lines"], "msg": str(exc), "type": "unknown_product"}],
+        )
+    if isinstance(exc, domain.EmptyCart):
+        return ProblemError(422, "Unprocessable Content", str(exc), type_="/problems/empty-cart")
+    return ProblemError(422, "Unprocessable Content", str(exc), type_="/problems/order-rule")
+
+
+@router.get("/api/v1/cart", response_model=CartOut)
+async def read_cart(principal: PrincipalDep, orders: OrdersDep) -> dict[str, Any]:
+    return await orders.cart(principal.user_id)
+
+
+@router.put("/api/v1/cart", response_model=CartOut)
+async def put_cart(body: CartIn, principal: PrincipalDep, orders: OrdersDep) -> dict[str, Any]:
+    skus = [line.sku for line in body.lines]
+    if len(set(skus)) != len(skus):
+        raise invalid("lines", "each SKU may appear once; set its quantity instead")
+    try:
+        return await orders.replace_cart(principal.user_id, [(line.sku, line.quantity) for line in body.lines])
+    except domain.OrderError as exc:
+        raise _domain_problem(exc) from exc
+
+
+@router.delete("/api/v1/cart", status_code=204)
+async def delete_cart(principal: PrincipalDep, orders: OrdersDep) -> Response:
+    await orders.clear_cart(principal.user_id)
+    return Response(status_code=204)
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+@router.post(
+    "/api/v1/orders",
+    response_model=OrderOut,
+    status_code=201,
+    responses={202: {"model": OrderOut, "description": "Still processing: poll the Location"}},
+)
+async def place_order(
+    body: OrderIn, principal: PrincipalDep, orders: OrdersDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    if not idempotency_key or len(idempotency_key) > 255:
+        raise ProblemError(
+            400,
+            "Bad Request",
+            "The Idempotency-Key header is required (1 to 255 characters).",
+            type_="/problems/idempotency-key-required",
+            errors=[{"loc": ["header", "Idempotency-Key"], "msg": "required, 1 to 255 characters", "type": "missing"}],
+        )
+    request_hash = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+    try:
+        status, view = await orders.place(
+            user_id=principal.user_id,
+            key=idempotency_key,
+            request_hash=request_hash,
+            address=body.shipping_address.model_dump(exclude_none=True),
+            payment_method_id=body.payment_method_id,
+        )
+    except KeyReused as exc:
+        raise ProblemError(
+            422,
+            "Unprocessable Content",
+            "This Idempotency-Key was used with a different request.",
+            type_="/problems/idempotency-key-reused",
+        ) from exc
+    except KeyInFlight as exc:
+        raise ProblemError(
+            409,
+            "Conflict",
+            "A request with this Idempotency-Key is still being processed.",
+            type_="/problems/idempotency-key-in-flight",
+            headers={"Retry-After": "1"},
+        ) from exc
+    except domain.OrderError as exc:
+        raise _domain_problem(exc) from exc
+    headers = {"Location": f"/api/v1/orders/{view['id']}"}
+    return JSONResponse(OrderOut.model_validate(view).model_dump(mode="json"), status_code=status, headers=headers)
+
+
+@router.get("/api/v1/orders", response_model=OrderPage)
+async def list_orders(
+    principal: PrincipalDep,
+    orders: OrdersDep,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    return await orders.list_for(principal.user_id, page=page, limit=limit)
+
+
+@router.get("/api/v1/orders/{order_id}", response_model=OrderOut)
+async def read_order(order_id: str, principal: PrincipalDep, orders: OrdersDep) -> dict[str, Any]:
+    # Another customer's order is reported as missing, so ids cannot be probed.
+    view = await orders.view(order_id, user_id=None if principal.is_admin else principal.user_id)
+    if view is None:
+        raise not_found("Order", order_id)
+    return view

@@ -1,0 +1,206 @@
+"""Orders' use cases: the cart, placing an order (idempotently) and reading orders."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from microshop_kit.db import Row
+from microshop_kit.errors import IntegrityError, UpstreamUnavailable
+from microshop_kit.http import ServiceClient
+from microshop_orders import domain
+from microshop_orders.domain import Line, Status
+from microshop_orders.saga import Saga
+from microshop_orders.store import CartStore, OrderStore, lines_from_json
+
+
+class KeyReused(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class KeyInFlight(Exception):
+    """The first request with this Idempotency-Key is still being processed."""
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    name: str
+    price: int
+    currency: str
+
+
+@dataclass
+class Orders:
+    carts: CartStore
+    orders: OrderStore
+    saga: Saga
+    products: ServiceClient
+    checkout_budget: float
+    running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -------------------------------------------------------------------------------------------------- cart
+
+    async def catalog(self, skus: list[str]) -> dict[str, Product]:
+        """Current name and price of each active SKU (unknown or inactive SKUs are left out)."""
+        if not skus:
+            return {}
+        response = await self.products.get("/internal/v1/products", params=[("sku", sku) for sku in skus])
+        if response.status != 200:
+            raise UpstreamUnavailable("products", f"product lookup answered HTTP {response.status}")
+        return {
+            item["sku"]: Product(item["sku"], item["name"], item["price"], item["currency"])
+            for item in response.json()["items"]
+            if item.get("active", True)
+        }
+
+    async def cart(self, user_id: str) -> dict[str, Any]:
+        rows = await self.carts.lines(user_id)
+        current = await self.catalog([row["sku"] for row in rows])
+        lines = []
+        for row in rows:
+            product = current.get(row["sku"])
+            price = product.price if product else row["unit_price"]
+            lines.append(
+                {
+                    "sku": row["sku"],
+                    "name": product.name if product else row["sku"],
+                    "quantity": row["quantity"],
+                    "unit_price": price,
+                    "currency": row["currency"],
+                    "line_total": price * row["quantity"],
+                    "available": product is not None,
+                    "price_changed": product is not None and price != row["unit_price"],
+                    "previous_price": row["unit_price"] if product is not None and price != row["unit_price"] else None,
+                }
+            )
+        total = sum(line["line_total"] for line in lines if line["available"])
+        currency = lines[0]["currency"] if lines else None
+        return {"lines": lines, "total": total, "currency": currency}
+
+    async def replace_cart(self, user_id: str, wanted: list[tuple[str, int]]) -> dict[str, Any]:
+        current = await self.catalog([sku for sku, _ in wanted])
+        missing = [sku for sku, _ in wanted if sku not in current]
+        if missing:
+            raise domain.UnknownProducts(missing)
+        lines = [Line(sku, current[sku].name, qty, current[sku].price, current[sku].currency) for sku, qty in wanted]
+        if lines:
+            domain.total_of(lines)
+        await self.carts.replace(user_id, lines)
+        return await self.cart(user_id)
+
+    async def clear_cart(self, user_id: str) -> None:
+        await self.carts.clear(user_id)
+
+    # ------------------------------------------------------------------------------------------------ orders
+
+    async def place(
+        self, *, user_id: str, key: str, request_hash: str, address: dict[str, str], payment_method_id: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Create the order from the cart and run the saga within the checkout budget.
+
+        Returns the HTTP status (201 final, 202 still pending) and the order; the same key replays it.
+        """
+        existing = await self.orders.idempotency(user_id, key)
+        if existing is not None:
+            return self._replay(existing, request_hash)
+        lines = await self._priced_cart(user_id)
+        total, currency = domain.total_of(lines)
+        order_id = str(uuid.uuid4())
+        try:
+            await self.orders.create(
+                order_id=order_id,
+                user_id=user_id,
+                key=key,
+                request_hash=request_hash,
+                lines=lines,
+                total=total,
+                currency=currency,
+                address=address,
+                payment_method_id=payment_method_id,
+            )
+        except IntegrityError:
+            existing = await self.orders.idempotency(user_id, key)
+            if existing is None:
+                raise
+            return self._replay(existing, request_hash)
+        task = asyncio.create_task(self.saga.run(order_id), name=f"saga-{order_id}")
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        await asyncio.wait({task}, timeout=self.checkout_budget)
+        view = await self.view(order_id)
+        assert view is not None
+        await self.orders.finish_idempotency(order_id, 202 if view["status"] == Status.PENDING else 201, view)
+        stored = await self.orders.idempotency(user_id, key)
+        assert stored is not None
+        return int(stored["status_code"]), json.loads(stored["response_body"])
+
+    async def _priced_cart(self, user_id: str) -> list[Line]:
+        rows = await self.carts.lines(user_id)
+        if not rows:
+            raise domain.EmptyCart("The cart is empty.")
+        current = await self.catalog([row["sku"] for row in rows])
+        missing = [row["sku"] for row in rows if row["sku"] not in current]
+        if missing:
+            raise domain.UnknownProducts(missing)
+        changes = domain.price_changes(
+            {row["sku"]: row["unit_price"] for row in rows}, {sku: p.price for sku, p in current.items()}
+        )
+        if changes:
+            # The customer is shown the new prices; placing the order again accepts them.
+            await self.carts.reprice(user_id, {change.sku: change.new_price for change in changes})
+            raise domain.PricesChanged(changes)
+        return [
+            Line(
+                row["sku"],
+                current[row["sku"]].name,
+                row["quantity"],
+                current[row["sku"]].price,
+                current[row["sku"]].currency,
+            )
+            for row in rows
+        ]
+
+    @staticmethod
+    def _replay(existing: Row, request_hash: str) -> tuple[int, dict[str, Any]]:
+        if existing["request_hash"] != request_hash:
+            raise KeyReused
+        if existing["state"] != "done":
+            raise KeyInFlight
+        return int(existing["status_code"]), json.loads(existing["response_body"])
+
+    async def finished(self, order_id: str) -> None:
+        """A saga ended: settle the idempotency key if the request that started it never did (a crash)."""
+        view = await self.view(order_id)
+        if view is not None:
+            await self.orders.finish_idempotency(order_id, 201, view)
+
+    async def view(self, order_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
+        order = await self.orders.get(order_id)
+        if order is None or (user_id is not None and order["user_id"] != user_id):
+            return None
+        return _order_view(order, await self.orders.timeline(order_id))
+
+    async def list_for(self, user_id: str, *, page: int, limit: int) -> dict[str, Any]:
+        rows, total = await self.orders.for_user(user_id, limit=limit, offset=(page - 1) * limit)
+        return {"items": [_order_view(row, []) for row in rows], "page": page, "limit": limit, "total": total}
+
+
+def _order_view(order: Row, timeline: list[Row]) -> dict[str, Any]:
+    lines = lines_from_json(order["lines"])
+    return {
+        "id": order["id"],
+        "status": order["status"],
+        "reason": order["reason"] if order["status"] != Status.PENDING else None,
+        "lines": [{**asdict(line), "line_total": line.total} for line in lines],
+        "total": order["total"],
+        "currency": order["currency"],
+        "shipping_address": json.loads(order["shipping_address"]),
+        "payment_method_id": order["payment_method_id"],
+        "created_at": order["created_at"],
+        "updated_at": order["updated_at"],
+        "timeline": [{"at": row["at"], "status": row["status"], "note": row["note"]} for row in timeline],
+    }

@@ -1,0 +1,29 @@
+"""Settings of the orders service (env prefix ORDERS_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from microshop_kit.settings import ServiceSettings
+
+
+class OrdersSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore", frozen=True)
+
+    service_name: str = "orders"
+    port: int = 8103
+    users_url: str = "http://127.0.0.1:8101"
+    products_url: str = "http://127.0.0.1:8102"
+    payments_url: str = "http://127.0.0.1:8104"
+    #: How long POST /orders waits for the saga before answering 202 with a Location to poll.
+    checkout_budget_seconds: float = Field(default=8.0, gt=0)
+    #: After this long an order still unable to progress (a service down) is compensated and rejected.
+    saga_timeout_seconds: float = Field(default=120.0, gt=0)
+    recovery_interval_seconds: float = Field(default=1.0, gt=0)
+    #: A saga runner holds an order this long; another runner (recovery, a second instance) may take over after.
+    lease_seconds: float = Field(default=30.0, gt=0)
+    #: How long a tripped circuit breaker refuses calls to an upstream before a trial call.
+    breaker_open_seconds: float = Field(default=5.0, gt=0)
+    max_cart_lines: int = Field(default=50, ge=1)
+    max_quantity: int = Field(default=99, ge=1)

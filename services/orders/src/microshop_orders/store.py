@@ -1,0 +1,218 @@
+"""Orders' tables: carts, orders with their saga state, the timeline and idempotency keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from microshop_kit.db import Database, Row, Tx
+from microshop_orders.domain import Line, Status, Step
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def lines_from_json(text: str) -> list[Line]:
+    return [Line(**item) for item in json.loads(text)]
+
+
+class CartStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def lines(self, user_id: str) -> list[Row]:
+        return await self.db.fetch(
+            "SELECT sku, quantity, unit_price, currency FROM cart_lines WHERE user_id = :u ORDER BY added_at, sku",
+            {"u": user_id},
+        )
+
+    async def replace(self, user_id: str, lines: list[Line]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM cart_lines WHERE user_id = :u", {"u": user_id})
+            for line in lines:
+                await tx.execute(
+                    "INSERT INTO cart_lines (user_id, sku, quantity, unit_price, currency, added_at) "
+                    "VALUES (:u, :sku, :q, :p, :c, :at)",
+                    {
+                        "u": user_id,
+                        "sku": line.sku,
+                        "q": line.quantity,
+                        "p": line.unit_price,
+                        "c": line.currency,
+                        "at": iso(now()),
+                    },
+                )
+
+    async def reprice(self, user_id: str, prices: dict[str, int]) -> None:
+        """Record the prices the customer has now been shown."""
+        async with self.db.transaction() as tx:
+            for sku, price in prices.items():
+                await tx.execute(
+                    "UPDATE cart_lines SET unit_price = :p WHERE user_id = :u AND sku = :sku",
+                    {"p": price, "u": user_id, "sku": sku},
+                )
+
+    async def clear(self, user_id: str) -> None:
+        await self.db.execute("DELETE FROM cart_lines WHERE user_id = :u", {"u": user_id})
+
+
+_ORDER_COLUMNS = (
+    "id, user_id, status, reason, saga_step, compensating, lines, total, currency, shipping_address, "
+    "payment_method_id, payment_id, email, customer_name, attempts, next_attempt_at, created_at, updated_at"
+)
+
+
+class OrderStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ----------------------------------------------------------------------------------------- idempotency
+
+    async def idempotency(self, user_id: str, key: str) -> Row | None:
+        return await self.db.fetchrow(
+            "SELECT request_hash, order_id, state, status_code, response_body FROM idempotency_keys "
+            "WHERE user_id = :u AND key = :k",
+            {"u": user_id, "k": key},
+        )
+
+    async def create(
+        self,
+        *,
+        order_id: str,
+        user_id: str,
+        key: str,
+        request_hash: str,
+        lines: list[Line],
+        total: int,
+        currency: str,
+        address: dict[str, str],
+        payment_method_id: str,
+    ) -> None:
+        """The PENDING order and its in-flight idempotency key, in one transaction (IntegrityError on a
+        concurrent duplicate key)."""
+        at = iso(now())
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, state, created_at) "
+                "VALUES (:u, :k, :h, :o, 'in_flight', :at)",
+                {"u": user_id, "k": key, "h": request_hash, "o": order_id, "at": at},
+            )
+            await tx.execute(
+                f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES (:id, :u, 'PENDING', NULL, :step, 0, :lines, :total, "
+                ":cur, :addr, :pm, NULL, NULL, NULL, 0, :at, :at, :at)",
+                {
+                    "id": order_id,
+                    "u": user_id,
+                    "step": Step.STARTED.value,
+                    "lines": json.dumps([asdict(line) for line in lines]),
+                    "total": total,
+                    "cur": currency,
+                    "addr": json.dumps(address),
+                    "pm": payment_method_id,
+                    "at": at,
+                },
+            )
+            await self.add_timeline(tx, order_id, "PENDING", "Order received")
+
+    async def finish_idempotency(self, order_id: str, status_code: int, body: dict[str, Any]) -> None:
+        await self.db.execute(
+            "UPDATE idempotency_keys SET state = 'done', status_code = :s, response_body = :b "
+            "WHERE order_id = :o AND state = 'in_flight'",
+            {"s": status_code, "b": json.dumps(body), "o": order_id},
+        )
+
+    # ---------------------------------------------------------------------------------------------- orders
+
+    async def get(self, order_id: str) -> Row | None:
+        return await self.db.fetchrow(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = :id", {"id": order_id})
+
+    async def for_user(self, user_id: str, *, limit: int, offset: int) -> tuple[list[Row], int]:
+        rows = await self.db.fetch(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = :u ORDER BY created_at DESC, id "
+            "LIMIT :limit OFFSET :offset",
+            {"u": user_id, "limit": limit, "offset": offset},
+        )
+        total = await self.db.fetchval("SELECT count(*) FROM orders WHERE user_id = :u", {"u": user_id})
+        return rows, int(total)
+
+    async def timeline(self, order_id: str) -> list[Row]:
+        return await self.db.fetch(
+            "SELECT at, status, note FROM order_timeline WHERE order_id = :o ORDER BY at", {"o": order_id}
+        )
+
+    @staticmethod
+    async def add_timeline(tx: Tx, order_id: str, status: str, note: str | None) -> None:
+        await tx.execute(
+            "INSERT INTO order_timeline (order_id, at, status, note) VALUES (:o, :at, :s, :n)",
+            {"o": order_id, "at": iso(now()), "s": status, "n": note},
+        )
+
+    async def due(self, limit: int = 20) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT id FROM orders WHERE status = 'PENDING' AND next_attempt_at <= :now "
+            "ORDER BY next_attempt_at LIMIT :limit",
+            {"now": iso(now()), "limit": limit},
+        )
+        return [row["id"] for row in rows]
+
+    # ----------------------------------------------------------------------------------------------- saga
+
+    async def claim(self, order_id: str, owner: str, lease_seconds: float) -> bool:
+        """Take the order's lease so only one runner (request, recovery loop, other instance) drives it."""
+        moment = now()
+        changed = await self.db.execute(
+            "UPDATE orders SET lease_owner = :owner, lease_until = :until WHERE id = :id AND status = 'PENDING' "
+            "AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :owner)",
+            {
+                "owner": owner,
+                "until": iso(moment + timedelta(seconds=lease_seconds)),
+                "id": order_id,
+                "now": iso(moment),
+            },
+        )
+        return changed == 1
+
+    async def release(self, order_id: str, owner: str) -> None:
+        await self.db.execute(
+            "UPDATE orders SET lease_owner = NULL, lease_until = NULL WHERE id = :id AND lease_owner = :owner",
+            {"id": order_id, "owner": owner},
+        )
+
+    async def advance(self, order_id: str, step: Step, **fields: Any) -> None:
+        """Persist the step reached (and what it learnt) before the saga takes the next one."""
+        sets = ", ".join(f"{name} = :{name}" for name in fields)
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                f"UPDATE orders SET saga_step = :step, attempts = 0, updated_at = :at{', ' + sets if sets else ''} "
+                "WHERE id = :id",
+                {"step": step.value, "at": iso(now()), "id": order_id, **fields},
+            )
+
+    async def start_compensation(self, order_id: str, reason: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE orders SET compensating = 1, reason = :r, updated_at = :at WHERE id = :id",
+                {"r": reason, "at": iso(now()), "id": order_id},
+            )
+
+    async def postpone(self, order_id: str, delay_seconds: float, error: str) -> None:
+        await self.db.execute(
+            "UPDATE orders SET attempts = attempts + 1, next_attempt_at = :next, updated_at = :at, "
+            "lease_owner = NULL, lease_until = NULL WHERE id = :id",
+            {"next": iso(now() + timedelta(seconds=delay_seconds)), "at": iso(now()), "id": order_id},
+        )
+
+    async def finish(self, tx: Tx, order_id: str, status: Status, reason: str | None, note: str) -> None:
+        await tx.execute(
+            "UPDATE orders SET status = :s, reason = :r, saga_step = :step, updated_at = :at, "
+            "lease_owner = NULL, lease_until = NULL WHERE id = :id",
+            {"s": status.value, "r": reason, "step": Step.DONE.value, "at": iso(now()), "id": order_id},
+        )
+        await self.add_timeline(tx, order_id, status.value, note)

@@ -1,0 +1,35 @@
+"""Wiring of the products service: catalog and inventory use cases, and the reservation sweeper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from microshop_kit.app import Kit, ServiceSpec, create_service_app
+from microshop_products.api import internal, router
+from microshop_products.handlers import Catalog, Inventory, sweeper
+from microshop_products.settings import ProductsSettings
+from microshop_products.store import CatalogStore, InventoryStore
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: ProductsSettings | None = None) -> FastAPI:
+    settings = settings or ProductsSettings()
+    app: FastAPI
+
+    async def start(kit: Kit) -> None:
+        if kit.bus is None:
+            raise RuntimeError("products publishes events: it needs the kit's bus (outbox)")
+        db = kit.database
+        inventory = Inventory(db, InventoryStore(db), kit.bus.outbox, settings.reservation_ttl_seconds)
+        app.state.catalog = Catalog(CatalogStore(db))
+        app.state.inventory = inventory
+        kit.background(sweeper(inventory, settings.sweep_interval_seconds, settings.sweep_batch), "reservation-sweeper")
+
+    app = create_service_app(
+        settings,
+        ServiceSpec(title="microshop products", routers=[router, internal], migrations=MIGRATIONS, startup=[start]),
+    )
+    return app

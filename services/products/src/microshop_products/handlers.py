@@ -1,0 +1,158 @@
+"""Use cases of the products service: catalog reads and the reservation life cycle (reserve, commit, release)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from microshop_kit.bus import Outbox
+from microshop_kit.db import Database, Row, Tx
+from microshop_kit.log import get_logger
+from microshop_products import domain
+from microshop_products.domain import Line, ProductQuery, Reservation, ReservationStatus
+from microshop_products.events import stock_low
+from microshop_products.store import CatalogStore, InventoryStore
+
+log = get_logger("microshop.products")
+
+
+class ProductNotFound(Exception):
+    def __init__(self, product_id: str) -> None:
+        self.product_id = product_id
+        super().__init__(f"Product {product_id} does not exist")
+
+
+@dataclass(frozen=True)
+class ProductPage:
+    items: list[Row]
+    page: int
+    limit: int
+    total: int
+
+
+class Catalog:
+    """What shoppers read: products (active only), categories, stock on hand."""
+
+    def __init__(self, store: CatalogStore) -> None:
+        self.store = store
+
+    async def products(self, query: ProductQuery) -> ProductPage:
+        rows, total = await self.store.list_products(query)
+        return ProductPage(rows, query.page, query.limit, total)
+
+    async def product(self, product_id: str) -> Row:
+        row = await self.store.product(product_id)
+        if row is None or not row["active"]:
+            raise ProductNotFound(product_id)
+        return row
+
+    async def categories(self) -> list[Row]:
+        return await self.store.categories()
+
+    async def by_skus(self, skus: Sequence[str]) -> list[Row]:
+        """Every product with one of these SKUs, inactive ones included (callers decide what inactive means)."""
+        return await self.store.by_skus(sorted(set(skus)))
+
+    async def availability(self, skus: Sequence[str]) -> dict[str, int]:
+        return await self.store.on_hand(sorted(set(skus)))
+
+
+class Inventory:
+    """Reservations keyed by order id: each call is idempotent, so the orders saga may retry any step."""
+
+    def __init__(self, db: Database, store: InventoryStore, outbox: Outbox, ttl_seconds: float) -> None:
+        self.db = db
+        self.store = store
+        self.outbox = outbox
+        self.ttl_seconds = ttl_seconds
+
+    async def reserve(self, order_id: str, lines: Iterable[Line]) -> Reservation:
+        """Reserve every line or none, in one transaction; the same order id again replays the first answer."""
+        wanted = domain.normalise_lines(lines)
+        now = datetime.now(UTC)
+        expires_at = domain.expiry(self.ttl_seconds, now)
+        async with self.db.transaction() as tx:
+            if not await self.store.claim(tx, order_id, domain.timestamp(now), expires_at):
+                existing = await self.store.reservation(tx, order_id)
+                assert existing is not None  # claim found the row and nothing deletes reservations
+                return domain.replay(existing, wanted)
+            short: list[str] = []
+            for line in wanted:
+                row = await self.store.take(tx, line)
+                if row is None:
+                    short.append(line.sku)  # keep going: the answer names every short SKU
+                elif domain.crossed_low(row["on_hand"], line.quantity, row["low_threshold"]):
+                    await self._stock_low(tx, line.sku, row["on_hand"], row["low_threshold"])
+            if short:
+                raise domain.OutOfStock(short)  # rolls back the claim and every line taken so far
+            await self.store.add_lines(tx, order_id, wanted)
+        return Reservation(order_id, ReservationStatus.RESERVED, expires_at, wanted)
+
+    async def commit(self, order_id: str) -> ReservationStatus:
+        """Reserved units become sold; committing again gives the same answer."""
+        status = await self._settle(order_id, ReservationStatus.COMMITTED)
+        if status is None:
+            raise domain.ReservationNotFound(order_id)
+        if status is ReservationStatus.RELEASED:
+            raise domain.ReservationReleased(order_id)
+        return status
+
+    async def release(self, order_id: str) -> ReservationStatus:
+        """Reserved units go back on hand. An order never reserved gets a released tombstone, so a reservation
+        arriving late (a retry overtaken by the saga's compensation) is refused."""
+        status = await self._settle(order_id, ReservationStatus.RELEASED)
+        if status is ReservationStatus.COMMITTED:
+            raise domain.ReservationCommitted(order_id)
+        return ReservationStatus.RELEASED
+
+    async def _settle(self, order_id: str, to: ReservationStatus) -> ReservationStatus | None:
+        """Move the order's reservation from reserved to ``to``; returns the status it ends in (None: no such
+        order, which a release turns into a tombstone)."""
+        move = self.store.sell if to is ReservationStatus.COMMITTED else self.store.put_back
+        for _ in range(3):
+            async with self.db.transaction() as tx:
+                now = domain.timestamp()
+                # Locked (FOR UPDATE on PostgreSQL; SQLite's write transaction holds the lock): the status
+                # read is the status changed, with no other change in between.
+                status = await self.store.locked_status(tx, order_id)
+                if status is ReservationStatus.RESERVED:
+                    await self.store.transition(tx, order_id, to, now)
+                    for line in await self.store.lines(tx, order_id):
+                        await move(tx, line)
+                    return to
+                if status is not None or to is ReservationStatus.COMMITTED:
+                    return status
+                if await self.store.tombstone(tx, order_id, now):
+                    return to
+            # A reservation of this order id, still uncommitted when we read, took the tombstone's key: look again.
+        raise RuntimeError(f"Settling order {order_id} kept racing with its reservation")
+
+    async def sweep(self, batch: int = 100) -> int:
+        """Release reservations past their expiry (an order that never came back); returns how many."""
+        now = domain.timestamp()
+        released = 0
+        for order_id in await self.store.expired(now, batch):
+            async with self.db.transaction() as tx:
+                # The status and expiry are checked again here: the order may have committed meanwhile.
+                if await self.store.transition(tx, order_id, ReservationStatus.RELEASED, now, expired_before=now):
+                    for line in await self.store.lines(tx, order_id):
+                        await self.store.put_back(tx, line)
+                    released += 1
+        if released:
+            log.info("expired reservations released", count=released)
+        return released
+
+    async def _stock_low(self, tx: Tx, sku: str, on_hand: int, threshold: int) -> None:
+        await self.outbox.add(tx, stock_low(sku, on_hand, threshold))
+
+
+async def sweeper(inventory: Inventory, interval: float, batch: int) -> None:
+    """Background loop of the service: release expired reservations every ``interval`` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await inventory.sweep(batch)
+        except Exception:  # the outermost loop: log it, and try again next round
+            log.exception("sweeping expired reservations failed")
