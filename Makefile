@@ -34,7 +34,7 @@ test-e2e: install ## End-to-end tests through the gateway
 
 lint: install ## ruff
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check kit contracts
+	.venv/bin/ruff format --check .
 
 typecheck: install ## mypy --strict on the kit and the contracts
 	.venv/bin/mypy kit/src contracts/src

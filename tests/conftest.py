@@ -113,7 +113,7 @@ class Shop:
         """Wait until at least `count` mails to this customer whose subject contains `subject_has` arrived."""
         deadline = time.monotonic() + timeout
         while True:
-            mails = [m for m in self.mails_to() if subject_has in m["subject"]]
+            mails = [m for m in self.mails_to() if subject_has.lower() in m["subject"].lower()]
             if len(mails) >= count or time.monotonic() > deadline:
                 return mails
             time.sleep(0.2)

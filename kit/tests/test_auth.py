@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+
 from microshop_kit.auth import AuthUnavailable, JwksVerifier, Principal, principal_from_authorization
 from microshop_kit.errors import AuthError, ProblemError
 from microshop_kit.http import HttpPool
@@ -41,9 +42,7 @@ class SigningKey:
         )
 
     def token(self, headers: dict[str, Any] | None = None, **changes: Any) -> str:
-        return jwt.encode(
-            claims(**changes), self.key, algorithm="EdDSA", headers={"kid": self.kid, **(headers or {})}
-        )
+        return jwt.encode(claims(**changes), self.key, algorithm="EdDSA", headers={"kid": self.kid, **(headers or {})})
 
 
 def claims(**changes: Any) -> dict[str, Any]:
@@ -239,9 +238,7 @@ async def test_key_carrying_headers_are_rejected(verifier: JwksVerifier, key: Si
         "x5c": ["MII"],
     }
     # Signed with our real key, so only the header itself can be the reason.
-    assert (
-        await rejected(verifier, key.token(headers={name: values[name]})) == f"header {name!r} is not allowed"
-    )
+    assert await rejected(verifier, key.token(headers={name: values[name]})) == f"header {name!r} is not allowed"
 
 
 async def test_embedded_attacker_jwk_does_not_verify(verifier: JwksVerifier, key: SigningKey) -> None:
@@ -362,9 +359,7 @@ async def test_jwks_down_with_cached_key_keeps_verifying(
     assert jwks.hits == 2
 
 
-async def test_jwks_with_only_foreign_keys_is_unusable(
-    verifier: JwksVerifier, key: SigningKey, jwks: Jwks
-) -> None:
+async def test_jwks_with_only_foreign_keys_is_unusable(verifier: JwksVerifier, key: SigningKey, jwks: Jwks) -> None:
     jwks.keys = [{"kty": "oct", "k": b64(b"secret"), "kid": key.kid}, {**key.jwk(), "use": "enc"}]
     with pytest.raises(AuthUnavailable):
         await verifier.verify(key.token())

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
+
 from microshop_kit.breaker import CircuitBreaker
 from microshop_kit.context import TraceContext, request_id_var, trace_var
 from microshop_kit.errors import CircuitOpen, UpstreamError, UpstreamUnavailable
@@ -135,9 +136,7 @@ async def test_answer_still_5xx_after_retries_is_returned(upstream: Upstream, po
     assert upstream.hits["/items"] == 3
 
 
-async def test_earlier_answer_is_returned_when_the_last_attempt_gets_none(
-    upstream: Upstream, pool: HttpPool
-) -> None:
+async def test_earlier_answer_is_returned_when_the_last_attempt_gets_none(upstream: Upstream, pool: HttpPool) -> None:
     upstream.replies["/503-then-drop"] = [503]
     response = await client(upstream.url, pool, retries=1).get("/503-then-drop")
     assert response.status == 503
@@ -179,17 +178,13 @@ async def test_connection_dropped_without_answer_retries_get_but_not_post(pool: 
 # -- no answer ----------------------------------------------------------------------------------------------
 
 
-async def test_slow_upstream_raises_unavailable_within_the_deadline(
-    upstream: Upstream, pool: HttpPool
-) -> None:
+async def test_slow_upstream_raises_unavailable_within_the_deadline(upstream: Upstream, pool: HttpPool) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailable, match="timed out") as caught:
         await client(upstream.url, pool, timeout=5.0).get("/slow", timeout=0.3)
     assert time.monotonic() - started < 1.0
     assert caught.value.service == "products"
-    assert (
-        upstream.hits["/slow"] == 1
-    )  # the timeout spent the whole budget: no retry storm on a slow upstream
+    assert upstream.hits["/slow"] == 1  # the timeout spent the whole budget: no retry storm on a slow upstream
 
 
 async def test_refused_port_raises_unavailable(refused_url: str, pool: HttpPool) -> None:
@@ -202,9 +197,7 @@ async def test_refused_port_raises_unavailable(refused_url: str, pool: HttpPool)
 # -- circuit breaker ----------------------------------------------------------------------------------------
 
 
-async def test_breaker_opens_on_5xx_and_stops_calls_then_a_probe_closes_it(
-    upstream: Upstream, pool: HttpPool
-) -> None:
+async def test_breaker_opens_on_5xx_and_stops_calls_then_a_probe_closes_it(upstream: Upstream, pool: HttpPool) -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(min_calls=3, open_seconds=5.0, clock=clock)
     products = client(upstream.url, pool, retries=0, breaker=breaker)
@@ -235,9 +228,7 @@ async def test_breaker_counts_connection_failures(refused_url: str, pool: HttpPo
         await products.get("/items")
 
 
-async def test_breaker_opening_between_retries_returns_the_answer_in_hand(
-    upstream: Upstream, pool: HttpPool
-) -> None:
+async def test_breaker_opening_between_retries_returns_the_answer_in_hand(upstream: Upstream, pool: HttpPool) -> None:
     breaker = CircuitBreaker(min_calls=2, clock=FakeClock())
     upstream.replies["/items"] = [503, 503, 503]
     response = await client(upstream.url, pool, retries=2, breaker=breaker).get("/items")
@@ -278,9 +269,7 @@ async def test_caller_headers_params_and_json_are_sent(upstream: Upstream, pool:
     assert upstream.seen[0]["Content-Type"] == "application/json"
 
 
-async def test_non_json_answer_raises_upstream_error_naming_the_service(
-    upstream: Upstream, pool: HttpPool
-) -> None:
+async def test_non_json_answer_raises_upstream_error_naming_the_service(upstream: Upstream, pool: HttpPool) -> None:
     response = await client(upstream.url, pool).get("/text")
     assert response.body == b"not json"
     with pytest.raises(UpstreamError, match="products"):

@@ -27,6 +27,8 @@ class ServiceSettings(BaseSettings):
     broker_url: str | None = None
     #: Subject/exchange prefix, so several platforms (tests) can share one broker without seeing each other.
     bus_namespace: str = "microshop"
+    #: Deliveries of one event a consumer attempts before it records a dead letter (and stops retrying).
+    bus_max_deliveries: int = Field(default=5, ge=1)
     jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
     jwt_issuer: str = "microshop-users"
     jwt_audience: str = "microshop"

@@ -37,6 +37,8 @@ class SmtpInbox:
         self.refuse_rcpt: list[str] = []
         self.always_refuse: str | None = None
         self.rcpt_attempts = 0
+        #: Seconds the server takes to accept DATA (a slow server).
+        self.data_delay = 0.0
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str, rcpt_options: list[str]
@@ -50,6 +52,7 @@ class SmtpInbox:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        await asyncio.sleep(self.data_delay)
         message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)

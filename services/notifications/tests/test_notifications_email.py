@@ -244,6 +244,29 @@ async def test_messages_recorded_while_the_service_was_down_are_sent_at_start(
     assert len(inbox.messages) == 1
 
 
+async def test_a_message_in_flight_at_shutdown_is_finished_and_not_sent_again(
+    tools: Tools, inbox: SmtpInbox, smtp_port: int
+) -> None:
+    inbox.data_delay = 0.3
+    envelope = Envelope.wrap(tools.order_confirmed(), source="orders")
+    settings = tools.settings(smtp_port)
+    async with tools.running(settings) as first:
+        await first.deliver(envelope)
+
+        async def in_flight() -> bool:
+            return inbox.rcpt_attempts == 1
+
+        await tools.eventually(in_flight)
+    # The service has stopped; it waited for the SMTP server's answer before closing its database.
+    inbox.data_delay = 0
+    async with tools.running(settings) as second:
+        row = await second.message(envelope.id)
+        await asyncio.sleep(0.3)
+
+    assert row["status"] == "sent"
+    assert len(inbox.messages) == 1
+
+
 async def test_readiness_reports_the_sender_loop(tools: Tools) -> None:
     async with tools.running(tools.settings(tools.free_port())) as service:
         ready = await service.client.get("/readyz")

@@ -28,7 +28,7 @@ async def postgres_database() -> AsyncIterator[str]:
     parts = urlsplit(POSTGRES_SERVER)
     require_server(parts.hostname or "127.0.0.1", parts.port or 5432, "PostgreSQL")
     name = f"products_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres")
+    admin = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres", timeout=10, command_timeout=60)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:

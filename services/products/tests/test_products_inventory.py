@@ -209,6 +209,22 @@ async def test_release_racing_its_reservation_always_ends_released(shop: Service
     assert await shop.stock("GRINDER") == {"on_hand": 100, "reserved": 0, "sold": 0, "received": 100}
 
 
+async def test_commit_racing_release_settles_each_order_once(shop: Service) -> None:
+    orders = [order() for _ in range(10)]
+    for order_id in orders:
+        await shop.client.post(RESERVE, json=reservation(order_id, GRINDER=1))
+    responses = await asyncio.gather(
+        *(shop.client.post(f"{RESERVE}/{order_id}/{action}") for order_id in orders for action in ("commit", "release"))
+    )
+    for order_id, commit, release in zip(orders, responses[::2], responses[1::2], strict=True):
+        status = await shop.reservation_status(order_id)
+        winner, loser = (commit, release) if status == "committed" else (release, commit)
+        assert winner.status_code == 200 and winner.json()["status"] == status
+        assert loser.status_code == 409
+    stock = await shop.stock("GRINDER")
+    assert stock["reserved"] == 0 and stock["sold"] + stock["on_hand"] == 20
+
+
 class GatedStore(InventoryStore):
     """Holds a reservation's transaction open, after its claim and stock changes, until the gate opens."""
 

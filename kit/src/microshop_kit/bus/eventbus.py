@@ -60,7 +60,7 @@ class EventBus:
         unknown = sorted(set(self.handlers) - set(EVENT_TYPES))
         if unknown:
             raise ConfigError(f"Consumer {self.consumer} handles {unknown}, which no event contract is named")
-        self.options = options or BusOptions(max_deliveries=int(getattr(settings, "bus_max_deliveries", 5)))
+        self.options = options or BusOptions(max_deliveries=settings.bus_max_deliveries)
         self.db = db
         self.outbox = Outbox(db, source=settings.service_name)
         if broker is None and settings.broker_url:

@@ -44,6 +44,12 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         app.state.sender = sender
         app.state.sender_task = kit.background(sender.run(), "email-sender")
 
+    async def stop(kit: Kit) -> None:
+        sender: Sender = app.state.sender
+        sender.stop()
+        # Let the message in flight finish; the kit cancels the loop after this if it is still running.
+        await asyncio.wait([app.state.sender_task], timeout=settings.smtp_timeout + 1)
+
     async def email_sender(kit: Kit) -> str:
         # SMTP being down does not make the service unready (messages wait in the table); a dead loop does.
         task: asyncio.Task[None] = app.state.sender_task
@@ -59,6 +65,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             migrations=MIGRATIONS,
             handlers=lambda kit: consumers.handlers(),
             startup=[start],
+            shutdown=[stop],
             ready_checks=[email_sender],
         ),
     )

@@ -69,11 +69,16 @@ class Sender:
         self.poll_interval = poll_interval
         self.batch = batch
         self.lease_seconds = lease_seconds
+        self.stopping = False
 
     async def send_due(self) -> int:
         """One pass: claim a batch and try each message once; returns how many were claimed."""
         claimed = await self.store.claim_due(limit=self.batch, lease_seconds=self.lease_seconds)
-        for message in claimed:
+        for index, message in enumerate(claimed):
+            if self.stopping:  # give the rest back now rather than when their lease ends
+                for left in claimed[index:]:
+                    await self.store.release(left)
+                break
             await self._attempt(message)
         return len(claimed)
 
@@ -99,15 +104,27 @@ class Sender:
         log.info("email sent", message=message.id, event_id=message.event_id, attempts=message.attempts)
 
     async def run(self) -> None:
-        """The sender loop, for the life of the service."""
-        while True:
+        """The sender loop, until ``stop()`` (or cancellation)."""
+        task = asyncio.current_task()
+        while not self.stopping:
+            # Python 3.11's asyncio.wait_for (used inside aiosmtplib) can swallow a cancellation that arrives
+            # as its awaited result does; a task still marked as cancelling must stop all the same.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             try:
-                while await self.send_due() >= self.batch:
+                while await self.send_due() >= self.batch and not self.stopping:
                     pass  # a full batch: more may be due right now
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("sender pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self.wakeup.wait()
             self.wakeup.clear()
+
+    def stop(self) -> None:
+        """Finish the message in flight (a cancelled SMTP conversation may deliver without being marked
+        sent, and be sent again), start no other, and end the loop."""
+        self.stopping = True
+        self.wakeup.set()

@@ -110,6 +110,14 @@ class MessageStore:
                     claimed.append(_claimed(taken))
         return claimed
 
+    async def release(self, message: Claimed) -> None:
+        """Give back a claim not attempted (shutting down): due again now, the attempt not counted."""
+        await self.db.execute(
+            "UPDATE messages SET attempts = attempts - 1, next_attempt_at = :now "
+            "WHERE id = :id AND attempts = :attempts AND status IN ('pending', 'failed')",
+            {"id": message.id, "attempts": message.attempts, "now": iso(now())},
+        )
+
     async def mark_sent(self, message_id: str) -> None:
         await self.db.execute(
             "UPDATE messages SET status = :status, sent_at = :at, last_error = NULL WHERE id = :id",

@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from microshop_kit.bus import Outbox
-
 from microshop_contracts import OrderConfirmed, OrderLine, OrderRejected
+from microshop_kit.bus import Outbox
 from microshop_kit.db import Database, Row
 from microshop_kit.errors import UpstreamUnavailable
 from microshop_kit.http import ServiceClient, UpstreamResponse

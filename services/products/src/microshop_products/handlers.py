@@ -91,7 +91,8 @@ class Inventory:
         return Reservation(order_id, ReservationStatus.RESERVED, expires_at, wanted)
 
     async def commit(self, order_id: str) -> ReservationStatus:
-        """Reserved units become sold; committing again gives the same answer."""
+        """Reserved units become sold; committing again gives the same answer. A reservation past its expiry
+        still commits until the sweeper has released it (the units are still held for it)."""
         status = await self._settle(order_id, ReservationStatus.COMMITTED)
         if status is None:
             raise domain.ReservationNotFound(order_id)
@@ -118,7 +119,8 @@ class Inventory:
                 # read is the status changed, with no other change in between.
                 status = await self.store.locked_status(tx, order_id)
                 if status is ReservationStatus.RESERVED:
-                    await self.store.transition(tx, order_id, to, now)
+                    if not await self.store.transition(tx, order_id, to, now):
+                        continue  # cannot happen under the lock; never move stock twice if it did
                     for line in await self.store.lines(tx, order_id):
                         await move(tx, line)
                     return to
@@ -126,7 +128,7 @@ class Inventory:
                     return status
                 if await self.store.tombstone(tx, order_id, now):
                     return to
-            # A reservation of this order id, still uncommitted when we read, took the tombstone's key: look again.
+            # Here a reservation of this order id, uncommitted when we read, took the tombstone's key: look again.
         raise RuntimeError(f"Settling order {order_id} kept racing with its reservation")
 
     async def sweep(self, batch: int = 100) -> int:
