@@ -152,6 +152,8 @@ def _platform(tmp: Path, *, postgres: bool = False, broker_url: str | None = Non
         platform.stop()
         if postgres:
             platform.drop_databases()
+        if broker_url:
+            platform.purge_broker()
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,21 @@ class PlatformError(RuntimeError):
     """A process of the platform failed to start or to become ready."""
 
 
+def _die_with_parent() -> None:
+    """Have the kernel send SIGTERM to this child when the launcher dies, even by SIGKILL (Linux only), so
+    no service is ever left running on its port without the launcher that owns it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -80,7 +95,7 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            preexec_fn=_die_with_parent,  # only calls prctl: safe between fork and exec
         )
         self._reader = threading.Thread(target=self._copy_output, name=f"log-{self.name}", daemon=True)
         self._reader.start()
@@ -195,6 +210,12 @@ class Platform:
     def start(self, progress: Callable[[str, str], None] | None = None, timeout: float = 60.0) -> None:
         """Start everything and wait until every service answers /readyz."""
         note = progress or (lambda _name, _state: None)
+        ours = {k: v for k, v in self.config.ports.items() if k != "nats" or self.config.broker_url is None}
+        taken = [f"{name} ({port})" for name, port in ours.items() if port_in_use(port)]
+        if taken:
+            raise PlatformError(
+                "these ports are already in use (is another `microshop up` running?): " + ", ".join(taken)
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         if self.config.postgres_url:
             self._create_databases()
@@ -412,6 +433,22 @@ class Platform:
                 await conn.close()
 
         asyncio.run(drop())
+
+    def purge_broker(self) -> None:
+        """Delete this platform's stream or queues from a broker it shares with others (tests clean up)."""
+        import asyncio
+
+        from microshop_kit.bus import broker_for
+
+        async def purge() -> None:
+            broker = broker_for(self.broker_url, self.config.namespace)
+            await broker.connect()
+            try:
+                await broker.purge(SERVICES)
+            finally:
+                await broker.close()
+
+        asyncio.run(purge())
 
     def run_cli(self, service: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a service's own command (seed, admin create, ...) with the same settings as the service."""

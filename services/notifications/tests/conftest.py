@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import os
+import secrets
 import socket
 import time
 import uuid
@@ -14,6 +16,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP, Session
@@ -23,8 +26,10 @@ from fastapi import FastAPI
 from microshop_contracts import Envelope, Event, OrderConfirmed, OrderLine
 from microshop_kit.app import Kit
 from microshop_kit.bus import Delivery, InboxConsumer
-from microshop_kit.testing import JwtIssuer, jwks_server, running_app
+from microshop_kit.testing import JwtIssuer, jwks_server, require_server, running_app
 from microshop_notifications import NotificationsSettings, create_app
+
+POSTGRES_SERVER = os.environ.get("MICROSHOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 
 class SmtpInbox:
@@ -39,6 +44,8 @@ class SmtpInbox:
         self.rcpt_attempts = 0
         #: Seconds the server takes to accept DATA (a slow server).
         self.data_delay = 0.0
+        #: A refusal of the message content, given to every DATA (e.g. "554 5.6.0 rejected").
+        self.data_reply: str | None = None
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str, rcpt_options: list[str]
@@ -53,6 +60,8 @@ class SmtpInbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         await asyncio.sleep(self.data_delay)
+        if self.data_reply:
+            return self.data_reply
         message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
@@ -154,10 +163,10 @@ class Service:
         return delivery
 
     async def messages(self, event_id: str | None = None) -> list[dict[str, Any]]:
-        rows = await self.kit.database.fetch(
-            "SELECT * FROM messages WHERE (:event_id IS NULL OR event_id = :event_id) ORDER BY created_at",
-            {"event_id": event_id},
-        )
+        if event_id is None:
+            rows = await self.kit.database.fetch("SELECT * FROM messages ORDER BY created_at")
+        else:
+            rows = await self.kit.database.fetch("SELECT * FROM messages WHERE event_id = :e", {"e": event_id})
         return [dict(row) for row in rows]
 
     async def message(self, event_id: str) -> dict[str, Any]:
@@ -208,14 +217,16 @@ class Tools:
     running = staticmethod(running_service)
     order_confirmed = staticmethod(order_confirmed)
 
-    def __init__(self, data_dir: Path, jwks_url: str) -> None:
+    def __init__(self, data_dir: Path, jwks_url: str, database_url: str | None) -> None:
         self.data_dir = data_dir
         self.jwks_url = jwks_url
+        self.database_url = database_url
 
     def settings(self, smtp_port: int, **overrides: Any) -> NotificationsSettings:
-        """Settings for one test: its own SQLite file, the test JWKS, no broker, quick retries."""
+        """Settings for one test: its own database, the test JWKS, no broker, quick retries."""
         values: dict[str, Any] = {
             "data_dir": self.data_dir,
+            "database_url": self.database_url,
             "jwks_url": self.jwks_url,
             "broker_url": None,
             "smtp_port": smtp_port,
@@ -227,9 +238,31 @@ class Tools:
         return NotificationsSettings(**{**values, **overrides})
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.infra)])
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """Each test runs on SQLite (a file in tmp_path) and on a fresh PostgreSQL database dropped after it.
+
+    PostgreSQL is skipped when the server is not reachable, unless CI=true (then the test fails).
+    """
+    if request.param == "sqlite":
+        yield None
+        return
+    server = POSTGRES_SERVER.rstrip("/")
+    host, _, port = server.rsplit("@", 1)[-1].split("/")[0].partition(":")
+    require_server(host, int(port or 5432), "PostgreSQL")
+    name = f"notifications_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(f"{server}/postgres", timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"{server}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 @pytest.fixture
-def tools(tmp_path: Path, jwks_url: str) -> Tools:
-    return Tools(tmp_path, jwks_url)
+def tools(tmp_path: Path, jwks_url: str, database_url: str | None) -> Tools:
+    return Tools(tmp_path, jwks_url, database_url)
 
 
 @pytest.fixture

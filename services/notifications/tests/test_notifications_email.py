@@ -140,6 +140,45 @@ async def test_a_550_reply_makes_the_message_dead_without_retrying(
     assert inbox.messages == []
 
 
+async def test_a_5xx_refusal_of_the_content_is_dead_at_once(tools: Tools, inbox: SmtpInbox, smtp_port: int) -> None:
+    inbox.data_reply = "554 5.6.0 Message rejected as spam"
+    envelope = Envelope.wrap(tools.order_confirmed(), source="orders")
+    async with tools.running(tools.settings(smtp_port)) as service:
+        await service.deliver(envelope)
+
+        async def dead() -> bool:
+            return await service.status(envelope.id) == "dead"
+
+        await tools.eventually(dead)
+        await asyncio.sleep(0.3)
+        row = await service.message(envelope.id)
+
+    assert row["attempts"] == 1
+    assert "554" in row["last_error"]
+    assert inbox.rcpt_attempts == 1
+
+
+async def test_two_instances_send_each_message_exactly_once(tools: Tools, inbox: SmtpInbox, smtp_port: int) -> None:
+    inbox.data_delay = 0.005  # sends overlap, so both senders are busy claiming at the same time
+    settings = tools.settings(smtp_port, send_batch=3)  # one database (SQLite file or PostgreSQL) for both
+    envelopes = [Envelope.wrap(tools.order_confirmed(f"user-{n}"), source="orders") for n in range(30)]
+    async with tools.running(settings) as first, tools.running(settings) as second:
+        for n, envelope in enumerate(envelopes):
+            await (first if n % 2 else second).deliver(envelope)
+
+        async def all_sent() -> bool:
+            return all(row["status"] == "sent" for row in await first.messages())
+
+        await tools.eventually(all_sent, within=15)
+        await asyncio.sleep(0.3)
+        rows = await first.messages()
+
+    assert len(rows) == 30
+    assert all(row["attempts"] == 1 for row in rows)
+    sent_ids = sorted(mail[EVENT_HEADER] for mail in inbox.messages)
+    assert sent_ids == sorted(envelope.id for envelope in envelopes)
+
+
 async def test_a_message_is_dead_after_the_configured_attempts(tools: Tools) -> None:
     envelope = Envelope.wrap(tools.order_confirmed(), source="orders")
     settings = tools.settings(tools.free_port(), send_max_attempts=3, send_backoff_base=0.01)
@@ -265,6 +304,29 @@ async def test_a_message_in_flight_at_shutdown_is_finished_and_not_sent_again(
 
     assert row["status"] == "sent"
     assert len(inbox.messages) == 1
+
+
+async def test_a_message_whose_attempts_never_finished_is_given_up(
+    tools: Tools, inbox: SmtpInbox, smtp_port: int
+) -> None:
+    envelope = Envelope.wrap(tools.order_confirmed(), source="orders")
+    settings = tools.settings(smtp_port, send_max_attempts=3)
+    async with tools.running(settings) as first:
+        first.app.state.sender_task.cancel()
+        await asyncio.sleep(0)
+        await first.deliver(envelope)
+        # As if three senders had each claimed it and crashed before recording an outcome.
+        await first.kit.database.execute("UPDATE messages SET attempts = 3 WHERE event_id = :e", {"e": envelope.id})
+    async with tools.running(settings) as second:
+
+        async def dead() -> bool:
+            return await second.status(envelope.id) == "dead"
+
+        await tools.eventually(dead)
+        row = await second.message(envelope.id)
+
+    assert "never finished" in row["last_error"]
+    assert inbox.rcpt_attempts == 0
 
 
 async def test_readiness_reports_the_sender_loop(tools: Tools) -> None:

@@ -3,7 +3,7 @@
 Services use ``EventBus`` (built by the app factory) and ``Outbox.add``; handlers have the ``Handler`` shape.
 """
 
-from microshop_kit.bus.broker import Broker, Delivery
+from microshop_kit.bus.broker import Broker, Delivery, broker_for
 from microshop_kit.bus.consumer import Handler, InboxConsumer, RetryPolicy
 from microshop_kit.bus.eventbus import BusOptions, EventBus
 from microshop_kit.bus.outbox import Outbox, Relay
@@ -18,4 +18,5 @@ __all__ = [
     "Outbox",
     "Relay",
     "RetryPolicy",
+    "broker_for",
 ]

@@ -85,6 +85,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def purge(self, consumers: Sequence[str]) -> None:
+        """Remove everything this namespace created on the broker (used by tests that share a server)."""
+        raise NotImplementedError
+
 
 class Worker:
     """Feeds deliveries to a handler one at a time; stopping cancels it only while it waits for messages."""

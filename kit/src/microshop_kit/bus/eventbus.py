@@ -139,7 +139,8 @@ class EventBus:
             await self._task
         if self._relay is not None and self.broker.connected:
             try:
-                await asyncio.wait_for(self._relay.publish_pending(), self.options.close_flush_timeout)
+                async with asyncio.timeout(self.options.close_flush_timeout):
+                    await self._relay.publish_pending()
             except (BusError, TimeoutError) as exc:
                 logger.info("event bus: events left in the outbox for the next start (%s)", exc)
         await self.broker.close()

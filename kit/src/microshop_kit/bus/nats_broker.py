@@ -212,6 +212,9 @@ class NatsBroker(Broker):
         info: Any = await self.jetstream().stream_info(self.stream)
         return int(info.state.messages)
 
+    async def purge(self, consumers: Sequence[str]) -> None:
+        await self.delete_stream()
+
     async def delete_stream(self) -> None:
         """Remove the namespace's stream and its consumers (test cleanup)."""
         with contextlib.suppress(nats.js.errors.NotFoundError):

@@ -128,5 +128,8 @@ class Relay:
             if failures:
                 await asyncio.sleep(backoff(failures, base=0.05, cap=self.max_backoff))
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as the
+            # event is set, and the relay would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self.wakeup.wait()

@@ -188,6 +188,9 @@ class RabbitBroker(Broker):
             except _AMQP_ERRORS as exc:
                 logger.debug("RabbitMQ close failed: %r", exc)
 
+    async def purge(self, consumers: Sequence[str]) -> None:
+        await self.delete_topology(consumers)
+
     async def delete_topology(self, consumers: Sequence[str]) -> None:
         """Remove the namespace's exchange and the consumers' queues (test cleanup)."""
         if self._conn is None:

@@ -83,6 +83,12 @@ class Sender:
         return len(claimed)
 
     async def _attempt(self, message: Claimed) -> None:
+        if message.attempts > self.policy.max_attempts:
+            # Earlier attempts ended without an outcome (crashes mid-send): stop here rather than loop forever.
+            error = f"gave up after {message.attempts - 1} attempts that never finished"
+            await self.store.mark_failed(message.id, Status.DEAD, error, 0)
+            log.error("email not sent", message=message.id, event_id=message.event_id, error=error)
+            return
         try:
             await self.mailer.send(message)
         except SendFailure as failure:

@@ -82,12 +82,15 @@ class MessageStore:
 
         A claim counts the attempt and pushes next_attempt_at past the lease, so another sender (a second
         instance) skips the message, and a sender that crashes mid-send gives it back when the lease ends.
-        The claim is conditional on the attempts seen, so of two concurrent claimers exactly one wins.
+        Each claim is an UPDATE that checks again that the message is due, so of two concurrent claimers
+        exactly one wins (PostgreSQL re-checks the WHERE once the row lock is granted; SQLite serialises
+        writers).
         """
         moment = now()
+        params = {"now": iso(moment), "lease": iso(moment + timedelta(seconds=lease_seconds))}
         seen = await self.db.fetch(
-            f"SELECT id, attempts FROM messages WHERE {_DUE} ORDER BY next_attempt_at LIMIT :limit",
-            {"now": iso(moment), "limit": limit},
+            f"SELECT id FROM messages WHERE {_DUE} ORDER BY next_attempt_at LIMIT :limit",
+            {"now": params["now"], "limit": limit},
         )
         claimed: list[Claimed] = []
         if not seen:
@@ -96,15 +99,10 @@ class MessageStore:
             for row in seen:
                 taken = await tx.fetchrow(
                     "UPDATE messages SET attempts = attempts + 1, next_attempt_at = :lease "
-                    f"WHERE id = :id AND attempts = :seen AND {_DUE} "
+                    f"WHERE id = :id AND {_DUE} "
                     "RETURNING id, event_id, recipient, subject, text_body, html_body, message_id, created_at, "
                     "attempts",
-                    {
-                        "id": row["id"],
-                        "seen": row["attempts"],
-                        "now": iso(moment),
-                        "lease": iso(moment + timedelta(seconds=lease_seconds)),
-                    },
+                    {"id": row["id"], **params},
                 )
                 if taken is not None:
                     claimed.append(_claimed(taken))
@@ -137,7 +135,7 @@ class MessageStore:
 
     async def history(self, *, user_id: str | None, limit: int) -> list[Row]:
         """Newest first; every user's when ``user_id`` is None."""
-        columns = "id, channel, subject, status, recipient, attempts, created_at, sent_at"
+        columns = "id, channel, subject, status, created_at, sent_at"
         if user_id is None:
             return await self.db.fetch(
                 f"SELECT {columns} FROM messages ORDER BY created_at DESC, id LIMIT :limit", {"limit": limit}
@@ -146,9 +144,6 @@ class MessageStore:
             f"SELECT {columns} FROM messages WHERE user_id = :user_id ORDER BY created_at DESC, id LIMIT :limit",
             {"user_id": user_id, "limit": limit},
         )
-
-    async def get(self, message_id: str) -> Row | None:
-        return await self.db.fetchrow("SELECT * FROM messages WHERE id = :id", {"id": message_id})
 
 
 def _claimed(row: Row) -> Claimed:
