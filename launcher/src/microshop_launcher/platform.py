@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from microshop_kit.db import Database
+from microshop_kit.db import connect as connect_database
+
 #: Start order matters only for readiness: users first (it serves the JWKS everyone fetches).
 SERVICES = ("users", "products", "payments", "orders", "notifications", "storefront", "gateway")
 #: Services that keep a database of their own.
@@ -204,6 +207,10 @@ class Platform:
         if self.config.postgres_url:
             return f"{self.config.postgres_url.rstrip('/')}/{self.config.database_prefix}_{service}"
         return f"sqlite:///{self.root / service / f'{service}.db'}"
+
+    async def open_database(self, service: str) -> Database:
+        """Open a service's own database, to check invariants directly (close it when done)."""
+        return await connect_database(self.database_url(service))
 
     # ---------------------------------------------------------------------------------------------- lifecycle
 
