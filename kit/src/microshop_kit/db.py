@@ -222,29 +222,24 @@ class SqliteDatabase(Database):
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    async def _begin(self, conn: sqlite3.Connection) -> None:
+    async def _until_not_busy(self, conn: sqlite3.Connection, statement: str) -> None:
+        """Run BEGIN IMMEDIATE or COMMIT, retrying SQLITE_BUSY with a non-blocking backoff."""
         delay, deadline = 0.001, time.monotonic() + self.busy_budget_seconds
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise DatabaseUnavailable(f"SQLite {self.path} stays locked: {exc}") from exc
+                    raise DatabaseUnavailable(f"SQLite {self.path}: {statement} failed: {exc}") from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        await self._until_not_busy(conn, "BEGIN IMMEDIATE")
+
     async def _commit(self, conn: sqlite3.Connection) -> None:
-        delay, deadline = 0.001, time.monotonic() + self.busy_budget_seconds
-        while True:
-            try:
-                conn.execute("COMMIT")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise DatabaseError(f"SQLite {self.path} commit failed: {exc}") from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
+        await self._until_not_busy(conn, "COMMIT")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -253,10 +248,11 @@ class SqliteDatabase(Database):
             tx = SqliteTx(self._writer)
             try:
                 yield tx
+                await self._commit(self._writer)
             except BaseException:
-                self._writer.execute("ROLLBACK")
+                if self._writer.in_transaction:  # never leave the one write connection inside a transaction
+                    self._writer.execute("ROLLBACK")
                 raise
-            await self._commit(self._writer)
         tx._committed()
 
     async def fetch(self, sql: str, params: Params = None) -> list[Row]:

@@ -6,11 +6,13 @@ Imported by tests only (it needs httpx, a dev dependency).
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -92,7 +94,6 @@ async def running_app(app: FastAPI, base_url: str = "http://testserver") -> Asyn
 
 def require_server(host: str, port: int, what: str) -> None:
     """Skip a test whose real server is not reachable; under CI (CI=true) fail instead, since CI runs them all."""
-    import os
     import socket
 
     import pytest
@@ -105,3 +106,29 @@ def require_server(host: str, port: int, what: str) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{message} -- CI must run it", pytrace=False)
         pytest.skip(message)
+
+
+#: The PostgreSQL server the tests create their throw-away databases on.
+POSTGRES_SERVER = os.environ.get("MICROSHOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(prefix: str, server: str = POSTGRES_SERVER) -> AsyncIterator[str]:
+    """A uniquely named, empty PostgreSQL database for one test (its URL), dropped afterwards.
+
+    Skips the test when the server is not reachable (fails it under CI, see `require_server`).
+    """
+    import asyncpg
+
+    parts = urlsplit(server)
+    require_server(parts.hostname or "127.0.0.1", parts.port or 5432, "PostgreSQL")
+    name = f"{prefix}_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(f"{server.rstrip('/')}/postgres", timeout=10, command_timeout=60)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{server.rstrip('/')}/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

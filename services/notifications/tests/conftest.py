@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import email
 import email.policy
-import os
-import secrets
 import socket
 import time
 import uuid
@@ -16,7 +14,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP, Session
@@ -26,10 +23,8 @@ from fastapi import FastAPI
 from microshop_contracts import Envelope, Event, OrderConfirmed, OrderLine
 from microshop_kit.app import Kit
 from microshop_kit.bus import Delivery, InboxConsumer
-from microshop_kit.testing import JwtIssuer, jwks_server, require_server, running_app
+from microshop_kit.testing import JwtIssuer, jwks_server, postgres_database, running_app
 from microshop_notifications import NotificationsSettings, create_app
-
-POSTGRES_SERVER = os.environ.get("MICROSHOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 
 class SmtpInbox:
@@ -247,17 +242,8 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | No
     if request.param == "sqlite":
         yield None
         return
-    server = POSTGRES_SERVER.rstrip("/")
-    host, _, port = server.rsplit("@", 1)[-1].split("/")[0].partition(":")
-    require_server(host, int(port or 5432), "PostgreSQL")
-    name = f"notifications_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(f"{server}/postgres", timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"{server}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with postgres_database("notifications") as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from microshop_kit.errors import IntegrityError
-from microshop_kit.testing import JwtIssuer, require_server, running_app
+from microshop_kit.testing import JwtIssuer, postgres_database, running_app
 from microshop_payments import PaymentsSettings, create_app
 from microshop_payments.testing import DECLINED, Shop
 
 pytestmark = pytest.mark.infra
 
-POSTGRES_SERVER = os.environ.get("MICROSHOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh database for one test, dropped after it."""
-    server = POSTGRES_SERVER.rstrip("/")
-    host_port = server.rsplit("@", 1)[-1].split("/")[0]
-    host, _, port = host_port.partition(":")
-    require_server(host, int(port or 5432), "PostgreSQL")
-    name = f"payments_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(f"{server}/postgres", timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"{server}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with postgres_database("payments") as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import asyncpg
 import pytest
 
-from microshop_kit.testing import require_server
+from microshop_kit.testing import postgres_database
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -21,21 +18,13 @@ if TYPE_CHECKING:
 
     StartUsers = Callable[..., AbstractAsyncContextManager[UsersApp]]
 
-SERVER = os.environ.get("MICROSHOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
-    require_server("127.0.0.1", 5432, "PostgreSQL")
-    name = f"users_test_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(f"{SERVER}/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"{SERVER}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with postgres_database("users") as url:
+        yield url
 
 
 async def test_round_trip_and_refresh_reuse_on_postgresql(
