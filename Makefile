@@ -36,8 +36,8 @@ lint: install ## ruff
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
-typecheck: install ## mypy --strict on the kit and the contracts
-	.venv/bin/mypy kit/src contracts/src
+typecheck: install ## mypy --strict on the kit, the contracts and the launcher
+	.venv/bin/mypy kit/src contracts/src launcher/src
 
 imports: install ## Services never import each other
 	.venv/bin/lint-imports

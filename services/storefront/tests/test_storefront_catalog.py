@@ -98,3 +98,9 @@ async def test_static_css_is_served(storefront: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/css")
     assert ".grid" in response.text
+
+
+async def test_pages_answer_head_requests(storefront: httpx.AsyncClient) -> None:
+    response = await storefront.head("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")

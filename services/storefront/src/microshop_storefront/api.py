@@ -54,7 +54,7 @@ PageQuery = Annotated[int, Query(ge=1, le=10_000)]
 CategoryQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")]
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def catalog_page(
     request: Request, shop: ShopDep, page: PageQuery = 1, category: CategoryQuery = None
 ) -> HTMLResponse:
@@ -76,7 +76,7 @@ async def catalog_page(
     )
 
 
-@router.get("/products/{product_id}", response_class=HTMLResponse)
+@router.api_route("/products/{product_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def product_page(
     request: Request, shop: ShopDep, product_id: Annotated[str, Path(min_length=1, max_length=64)]
 ) -> HTMLResponse:
@@ -89,7 +89,7 @@ async def product_page(
     return shop.render(request, "product.html", title=product.name, product=product)
 
 
-@router.get("/mailbox", response_class=HTMLResponse)
+@router.api_route("/mailbox", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def mailbox_page(
     request: Request, shop: ShopDep, to: Annotated[str | None, Query(max_length=254)] = None
 ) -> HTMLResponse:
@@ -100,7 +100,7 @@ async def mailbox_page(
     return shop.render(request, "mailbox.html", title="Mailbox", messages=messages, to=to or "")
 
 
-@router.get("/mailbox/{message_id}", response_class=HTMLResponse)
+@router.api_route("/mailbox/{message_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def message_page(
     request: Request,
     shop: ShopDep,
