@@ -145,7 +145,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
         title = titles.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
-        problem = ProblemError(exc.status_code, title, detail, headers=dict(exc.headers or {}))
+        # A streamed body over the limit lands here (FastAPI re-raises it): same type as the Content-Length check.
+        type_ = "/problems/body-too-large" if isinstance(exc, _BodyTooLarge) else "about:blank"
+        problem = ProblemError(exc.status_code, title, detail, type_=type_, headers=dict(exc.headers or {}))
         return problem_response(problem, request.url.path)
 
     async def on_db_down(request: Request, exc: Exception) -> Response:
@@ -267,6 +269,14 @@ class KitMiddleware:
             if not response_started:
                 status = 413
                 await self._too_large(scope, send, request_id)
+        except Exception:
+            if response_started:
+                raise
+            # Answered here, not by Starlette's ServerErrorMiddleware (outside this one, after the request and
+            # trace ids are reset): the log line keeps both ids and the 500 keeps its X-Request-ID.
+            log.exception("unhandled error", path=scope.get("path", ""))
+            problem = ProblemError(500, "Internal Server Error", "Something went wrong on our side.")
+            await problem_response(problem, scope.get("path"))(scope, receive, tracked_send)
         finally:
             self.metrics.in_flight.labels(self.service).dec()
             self._finish(scope, status, started)
