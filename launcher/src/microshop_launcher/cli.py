@@ -31,7 +31,13 @@ COLOURS = {
 }
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run microshop on this machine.")
+admin = typer.Typer(no_args_is_help=True, help="Manage admin accounts (the API never grants the admin role).")
+app.add_typer(admin, name="admin")
 console = Console(highlight=False)
+RootOption = typer.Option(Path("var"), envvar="MICROSHOP_ROOT", help="Folder that holds all local state")
+PostgresOption = typer.Option(
+    None, envvar="MICROSHOP_POSTGRES_URL", help="PostgreSQL server URL, e.g. postgresql://postgres@127.0.0.1:5432"
+)
 
 
 @app.callback()
@@ -65,10 +71,8 @@ def _status_table(states: dict[str, str]) -> Table:
 
 @app.command()
 def up(
-    root: Path = typer.Option(Path("var"), envvar="MICROSHOP_ROOT", help="Folder that holds all local state"),
-    postgres: str | None = typer.Option(
-        None, envvar="MICROSHOP_POSTGRES_URL", help="PostgreSQL server URL, e.g. postgresql://postgres@127.0.0.1:5432"
-    ),
+    root: Path = RootOption,
+    postgres: str | None = PostgresOption,
     broker: str | None = typer.Option(
         None, envvar="MICROSHOP_BROKER_URL", help="nats://... or amqp://... (default: an embedded nats-server)"
     ),
@@ -109,6 +113,28 @@ def up(
         console.print("stopping microshop ...")
         platform.stop()
         console.print("stopped; state kept in " + str(platform.root))
+
+
+@admin.command("create")
+def admin_create(
+    email: str = typer.Option(..., "--email", help="Email address of the admin"),
+    password: str = typer.Option(
+        ..., "--password", prompt=True, hide_input=True, help="At least 12 characters; asked if omitted"
+    ),
+    name: str = typer.Option(..., "--name", help="Display name"),
+    root: Path = RootOption,
+    postgres: str | None = PostgresOption,
+) -> None:
+    """Create an admin account in the users database `microshop up` runs on (same folder and settings)."""
+    platform = Platform(PlatformConfig(root=root, postgres_url=postgres))
+    # Handed over in the environment, not as an argument, so it never shows in the process list.
+    platform.config.extra_env["USERS_NEW_ACCOUNT_PASSWORD"] = password
+    result = platform.run_cli("users", "admin", "create", "--email", email, "--name", name, check=False)
+    if result.stdout:
+        console.print(result.stdout.rstrip(), markup=False)
+    if result.stderr:
+        Console(stderr=True, highlight=False).print(result.stderr.rstrip(), markup=False)
+    raise typer.Exit(result.returncode)
 
 
 def _seed(platform: Platform) -> None:

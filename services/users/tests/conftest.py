@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,34 @@ class JwksRelay:
             await runner.cleanup()
 
 
+class SecretScanner:
+    """Looks at every response the users app gives in these tests, and fails the request that carries an
+    argon2 hash, or a refresh token (or its stored SHA-256) other than the one that response just issued."""
+
+    def __init__(self) -> None:
+        self.issued: list[str] = []
+        self.seen: list[tuple[str, str, int]] = []  # method, path, status of every response scanned
+
+    async def __call__(self, response: httpx.Response) -> None:
+        body = (await response.aread()).decode("utf-8", "replace")
+        request = response.request
+        assert "$argon2" not in body, f"{request.method} {request.url.path} answered a password hash"
+        for token in self.issued:
+            leaked = token in body or hashlib.sha256(token.encode()).hexdigest() in body
+            assert not leaked, f"{request.method} {request.url.path} answered an earlier refresh token"
+        if response.headers.get("content-type", "").startswith("application/json") and '"refresh_token"' in body:
+            issued = response.json().get("refresh_token")
+            if isinstance(issued, str):
+                self.issued.append(issued)
+        self.seen.append((request.method, request.url.path, response.status_code))
+
+
 @dataclass
 class UsersApp:
     client: httpx.AsyncClient
     app: FastAPI
     settings: UsersSettings
+    scanner: SecretScanner = field(default_factory=SecretScanner)
 
     async def register(
         self, email: str = "ada@example.com", password: str = PASSWORD, name: str = "Ada Lovelace"
@@ -71,6 +95,17 @@ class UsersApp:
         body: dict[str, Any] = response.json()
         return body
 
+    async def bearer(self, email: str = "ada@example.com", password: str = PASSWORD) -> dict[str, str]:
+        """The Authorization header of a fresh sign-in."""
+        return {"Authorization": f"Bearer {(await self.sign_in(email, password))['access_token']}"}
+
+    async def admin(self, email: str = "root@example.com", password: str = PASSWORD) -> dict[str, str]:
+        """Create an admin (as the CLI does: the API never grants the role) and sign it in."""
+        from microshop_users.domain import Role
+
+        await self.app.state.accounts.register(email=email, password=password, name="Root", roles=(Role.ADMIN,))
+        return await self.bearer(email, password)
+
 
 @contextlib.asynccontextmanager
 async def users_app(data_dir: Path, **overrides: Any) -> AsyncIterator[UsersApp]:
@@ -80,7 +115,9 @@ async def users_app(data_dir: Path, **overrides: Any) -> AsyncIterator[UsersApp]
         app = create_app(settings)
         async with running_app(app) as client:
             relay.app_client = client
-            yield UsersApp(client, app, settings)
+            running = UsersApp(client, app, settings)
+            client.event_hooks = {"request": [], "response": [running.scanner]}
+            yield running
 
 
 @pytest.fixture

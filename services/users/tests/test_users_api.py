@@ -13,7 +13,13 @@ import pytest
 from microshop_kit.testing import JwtIssuer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
+
     from conftest import UsersApp  # the ``users`` fixture
+
+    StartUsers = Callable[..., AbstractAsyncContextManager[UsersApp]]
 
 PROBLEM_JSON = "application/problem+json"
 PASSWORD = "correct-horse-battery"  # what the fixture's register() uses by default
@@ -37,7 +43,11 @@ async def test_register_sign_in_and_read_profile_round_trip(users: UsersApp) -> 
     assert created["email"] == "ada@example.com"
     assert created["name"] == "Ada Lovelace"
     assert created["roles"] == ["customer"]
-    assert set(created) == {"id", "email", "name", "roles", "created_at"}
+    assert set(created) == {"id", "email", "name", "phone", "notification_preferences", "roles", "created_at"}
+    assert (created["phone"], created["notification_preferences"]) == (
+        None,
+        {"email_marketing": False, "sms_order_updates": False},
+    )
     tokens = await users.sign_in("ADA@example.com")
     assert tokens["token_type"] == "bearer"
     assert tokens["expires_in"] == 900
@@ -178,10 +188,11 @@ async def test_each_token_gets_its_own_jti(users: UsersApp) -> None:
     assert first["refresh_token"] != second["refresh_token"]
 
 
-async def test_wrong_password_and_unknown_email_get_the_same_401(users: UsersApp) -> None:
-    await users.register()
+Attempt = tuple[float, int, dict[str, Any]]
 
-    async def attempt(email: str, password: str) -> tuple[float, int, dict[str, Any]]:
+
+async def _failed_sign_ins(users: UsersApp) -> tuple[list[Attempt], list[Attempt]]:
+    async def attempt(email: str, password: str) -> Attempt:
         started = time.perf_counter()
         response = await users.client.post("/api/v1/auth/token", json={"email": email, "password": password})
         return time.perf_counter() - started, response.status_code, response.json()
@@ -190,6 +201,14 @@ async def test_wrong_password_and_unknown_email_get_the_same_401(users: UsersApp
     for _ in range(5):  # interleaved, so a burst of load on the machine slows both kinds alike
         wrong.append(await attempt("ada@example.com", "not-the-password"))
         unknown.append(await attempt("nobody@example.com", "not-the-password"))
+    return wrong, unknown
+
+
+async def test_wrong_password_and_unknown_email_get_the_same_401(tmp_path: Path, start_users: StartUsers) -> None:
+    # Ten failures answered without delay, so the five of each kind here all reach the password check.
+    async with start_users(tmp_path, login_free_failures=10, login_lockout_failures=11) as users:
+        await users.register()
+        wrong, unknown = await _failed_sign_ins(users)
 
     assert {status for _, status, _ in wrong + unknown} == {401}
     assert wrong[0][2] == unknown[0][2]

@@ -65,3 +65,20 @@ async def test_create_customer_is_idempotent(tmp_path: Path, start_users: StartU
     async with start_users(tmp_path) as users:
         tokens = await users.sign_in("demo@microshop.local", "microshop-demo-2026")
     assert jwt.decode(tokens["access_token"], options={"verify_signature": False})["roles"] == ["customer"]
+
+
+async def test_admin_password_can_come_from_the_environment(tmp_path: Path, start_users: StartUsers) -> None:
+    # How `microshop admin create` hands the password over: never on a command line others can list.
+    env = {"USERS_NEW_ACCOUNT_PASSWORD": "admin-password-2026"}
+    args = ["admin", "create", "--email", "root@example.com", "--name", "Root"]
+
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli,
+        args,
+        env={"USERS_DATA_DIR": str(tmp_path), "USERS_BROKER_URL": "", "USERS_DATABASE_URL": "", **env},
+    )
+
+    assert result.exit_code == 0, result.output
+    async with start_users(tmp_path) as users:
+        await users.sign_in("root@example.com", "admin-password-2026")

@@ -23,7 +23,15 @@ cli.add_typer(admin, name="admin")
 
 EmailOption = Annotated[str, typer.Option("--email", help="Email address (stored trimmed, lower-case)")]
 PasswordOption = Annotated[
-    str, typer.Option("--password", prompt=True, hide_input=True, help="At least 12 characters; asked if omitted")
+    str,
+    typer.Option(
+        "--password",
+        prompt=True,
+        hide_input=True,
+        envvar="USERS_NEW_ACCOUNT_PASSWORD",  # how `microshop admin create` hands it over: not in the process list
+        show_envvar=False,
+        help="At least 12 characters; asked if omitted",
+    ),
 ]
 NameOption = Annotated[str, typer.Option("--name", help="Display name, 1 to 100 characters")]
 

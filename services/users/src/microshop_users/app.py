@@ -8,6 +8,8 @@ from fastapi import FastAPI
 
 from microshop_kit.app import Kit, ServiceSpec, create_service_app
 from microshop_users import api
+from microshop_users.addresses import AddressBook
+from microshop_users.admin import Admin
 from microshop_users.handlers import Accounts, Sessions
 from microshop_users.passwords import PasswordHasher
 from microshop_users.settings import UsersSettings
@@ -24,8 +26,8 @@ def key_ring(settings: UsersSettings) -> KeyRing:
 
 
 def create_app(settings: UsersSettings | None = None) -> FastAPI:
-    """Build the users app. Its use cases live on ``app.state.accounts`` and ``app.state.sessions`` (their
-    ``clock`` is the seam tests move time with)."""
+    """Build the users app. Its use cases live on ``app.state``: ``accounts``, ``sessions``, ``addresses``
+    and ``admin`` (their ``clock`` is the seam tests move time with)."""
     settings = settings or UsersSettings()
 
     async def start(kit: Kit) -> None:
@@ -34,14 +36,17 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         hasher = PasswordHasher(
             memory_cost=settings.password_memory_cost, concurrency=settings.password_hash_concurrency
         )
-        app.state.accounts = Accounts(kit.database, hasher, kit.bus.outbox)
+        policy = settings.throttle_policy()
+        app.state.accounts = Accounts(kit.database, hasher, kit.bus.outbox, policy=policy)
         app.state.sessions = Sessions(kit.database, hasher, key_ring(settings), settings)
+        app.state.addresses = AddressBook(kit.database, limit=settings.max_addresses_per_user)
+        app.state.admin = Admin(kit.database, policy)
 
     app = create_service_app(
         settings,
         ServiceSpec(
             title="microshop users",
-            routers=[api.router, api.internal],
+            routers=[api.router, api.admin, api.internal],
             migrations=MIGRATIONS,
             startup=[start],
         ),

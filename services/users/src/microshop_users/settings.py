@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from microshop_kit.settings import ServiceSettings
+from microshop_users.throttle import ThrottlePolicy
 
 
 class UsersSettings(ServiceSettings):
@@ -25,3 +26,30 @@ class UsersSettings(ServiceSettings):
     #: Password hashes computed at once; each takes ``password_memory_cost`` of RAM, so this bounds memory
     #: (and CPU) under a burst of sign-ins instead of letting it grow with the request count.
     password_hash_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Addresses one account may keep.
+    max_addresses_per_user: int = Field(default=20, ge=1, le=1000)
+    #: Sign-in throttling per account (unknown emails alike): this many failures are answered at once ...
+    login_free_failures: int = Field(default=3, ge=1)
+    #: ... then each further attempt waits this long (seconds), doubling with every failure ...
+    login_delay_seconds: float = Field(default=1.0, ge=0)
+    #: ... and this many consecutive failures lock the account ...
+    login_lockout_failures: int = Field(default=10, ge=2)
+    #: ... for this long (seconds; an admin can unlock sooner). A failure is forgotten after as long.
+    login_lockout_seconds: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lockout_after_the_free_failures(self) -> UsersSettings:
+        if self.login_lockout_failures <= self.login_free_failures:
+            raise ValueError(
+                f"login_lockout_failures ({self.login_lockout_failures}) must be more than "
+                f"login_free_failures ({self.login_free_failures})"
+            )
+        return self
+
+    def throttle_policy(self) -> ThrottlePolicy:
+        return ThrottlePolicy(
+            free_failures=self.login_free_failures,
+            base_delay=self.login_delay_seconds,
+            lockout_failures=self.login_lockout_failures,
+            lockout_seconds=self.login_lockout_seconds,
+        )
