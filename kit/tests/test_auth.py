@@ -23,6 +23,7 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from microshop_kit.auth import AuthUnavailable, JwksVerifier, Principal, principal_from_authorization
 from microshop_kit.errors import AuthError, ProblemError
 from microshop_kit.http import HttpPool
+from microshop_kit.testing import serve_aiohttp
 
 ISSUER, AUDIENCE = "microshop-users", "microshop"
 
@@ -107,13 +108,9 @@ async def jwks(key: SigningKey) -> AsyncIterator[Jwks]:
     server.keys.append(key.jwk())
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/.well-known/jwks.json"
-    yield server
-    await runner.cleanup()
+    async with serve_aiohttp(app) as base:
+        server.url = f"{base}/.well-known/jwks.json"
+        yield server
 
 
 @pytest.fixture

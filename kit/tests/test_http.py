@@ -15,6 +15,7 @@ from microshop_kit.breaker import CircuitBreaker
 from microshop_kit.context import TraceContext, request_id_var, trace_var
 from microshop_kit.errors import CircuitOpen, UpstreamError, UpstreamUnavailable
 from microshop_kit.http import HttpPool, ServiceClient
+from microshop_kit.testing import serve_aiohttp
 
 
 class Upstream:
@@ -59,13 +60,9 @@ async def upstream() -> AsyncIterator[Upstream]:
     server = Upstream()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield server
-    await runner.cleanup()
+    async with serve_aiohttp(app, shutdown_timeout=0.1, handler_cancellation=True) as url:
+        server.url = url
+        yield server
 
 
 @pytest.fixture

@@ -64,6 +64,19 @@ class JwtIssuer:
 
 
 @contextlib.asynccontextmanager
+async def serve_aiohttp(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """Serve a small aiohttp app over real HTTP on 127.0.0.1 (a free port); yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def jwks_server(issuer: JwtIssuer) -> AsyncIterator[str]:
     """Serve the issuer's JWKS over real HTTP on 127.0.0.1; yields the JWKS URL."""
 
@@ -72,15 +85,8 @@ async def jwks_server(issuer: JwtIssuer) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/.well-known/jwks.json"
-    finally:
-        await runner.cleanup()
+    async with serve_aiohttp(app) as base:
+        yield f"{base}/.well-known/jwks.json"
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from microshop_kit.testing import JwtIssuer, jwks_server, running_app
+from microshop_kit.testing import JwtIssuer, jwks_server, running_app, serve_aiohttp
 from microshop_orders import OrdersSettings, create_app
 
 ADDRESS = {"name": "Ada", "line1": "1 Road", "city": "London", "postal_code": "N1", "country": "GB"}
@@ -104,12 +104,8 @@ class Upstreams:
 @pytest.fixture
 async def upstreams() -> AsyncIterator[tuple[Upstreams, str]]:
     fake = Upstreams()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield fake, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve_aiohttp(fake.app()) as url:
+        yield fake, url
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from fastapi import FastAPI
 
-from microshop_kit.testing import running_app
+from microshop_kit.testing import running_app, serve_aiohttp
 from microshop_users import UsersSettings, create_app
 
 PASSWORD = "correct-horse-battery"
@@ -41,15 +41,9 @@ class JwksRelay:
     async def serving(self) -> AsyncIterator[JwksRelay]:
         app = web.Application()
         app.router.add_get("/.well-known/jwks.json", self.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}/.well-known/jwks.json"
-        try:
+        async with serve_aiohttp(app) as base:
+            self.url = f"{base}/.well-known/jwks.json"
             yield self
-        finally:
-            await runner.cleanup()
 
 
 class SecretScanner:
