@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from microshop_kit.testing import postgres_database, running_app
+from microshop_kit.testing import JwtIssuer, jwks_server, postgres_database, running_app
 from microshop_products import ProductsSettings, create_app
 from microshop_products.seed import seed_catalog
 from microshop_products.testing import Service, ServiceFactory, check_stock_invariants
@@ -27,12 +27,29 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | No
 
 
 @pytest.fixture
-def make_service(tmp_path: Path, database_url: str | None) -> ServiceFactory:
+def issuer() -> JwtIssuer:
+    """Signs the access tokens the admin tests send (stands in for the users service)."""
+    return JwtIssuer()
+
+
+@pytest.fixture
+async def jwks_url(issuer: JwtIssuer) -> AsyncIterator[str]:
+    async with jwks_server(issuer) as url:
+        yield url
+
+
+@pytest.fixture
+def make_service(tmp_path: Path, database_url: str | None, jwks_url: str) -> ServiceFactory:
     """Start the app with settings overrides and a catalog; checks the stock invariants when it stops."""
 
     @contextlib.asynccontextmanager
     async def start(catalog: dict[str, Any] | None = None, **overrides: Any) -> AsyncIterator[Service]:
-        values: dict[str, Any] = {"data_dir": tmp_path, "database_url": database_url, "broker_url": None}
+        values: dict[str, Any] = {
+            "data_dir": tmp_path,
+            "database_url": database_url,
+            "broker_url": None,
+            "jwks_url": jwks_url,
+        }
         settings = ProductsSettings(**{**values, **overrides})
         app = create_app(settings)
         async with running_app(app) as client:

@@ -51,6 +51,8 @@ DEFAULT_ROUTES: tuple[RouteSpec, ...] = (
     _route("/api/v1/users", "users", "token"),
     _route("/api/v1/auth", "users", "public"),
     _route("/api/v1/admin/users", "users", "token"),
+    _route("/api/v1/admin/products", "products", "token"),
+    _route("/api/v1/admin/stock", "products", "token"),
     _route("/.well-known/jwks.json", "users", "public", exact=True),
     _route("/api/v1/products", "products", "public"),
     _route("/api/v1/categories", "products", "public"),

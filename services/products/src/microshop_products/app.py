@@ -7,10 +7,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from microshop_kit.app import Kit, ServiceSpec, create_service_app
+from microshop_products.admin_api import admin
 from microshop_products.api import internal, router
-from microshop_products.handlers import Catalog, Inventory, sweeper
+from microshop_products.handlers import Catalog, CatalogAdmin, Inventory, sweeper
+from microshop_products.seed import LOW_THRESHOLD
 from microshop_products.settings import ProductsSettings
-from microshop_products.store import CatalogStore, InventoryStore
+from microshop_products.store import CatalogAdminStore, CatalogStore, InventoryStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -26,10 +28,13 @@ def create_app(settings: ProductsSettings | None = None) -> FastAPI:
         inventory = Inventory(db, InventoryStore(db), kit.bus.outbox, settings.reservation_ttl_seconds)
         app.state.catalog = Catalog(CatalogStore(db))
         app.state.inventory = inventory
+        app.state.admin = CatalogAdmin(db, CatalogAdminStore(), kit.bus.outbox, LOW_THRESHOLD)
         kit.background(sweeper(inventory, settings.sweep_interval_seconds, settings.sweep_batch), "reservation-sweeper")
 
     app = create_service_app(
         settings,
-        ServiceSpec(title="microshop products", routers=[router, internal], migrations=MIGRATIONS, startup=[start]),
+        ServiceSpec(
+            title="microshop products", routers=[router, admin, internal], migrations=MIGRATIONS, startup=[start]
+        ),
     )
     return app

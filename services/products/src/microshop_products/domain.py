@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,24 @@ class Sort(enum.StrEnum):
     PRICE = "price"
     PRICE_DESC = "-price"
     NEWEST = "newest"
+    #: Best match first; only meaningful with a search (without one it lists by name).
+    RELEVANCE = "relevance"
+
+
+#: Search input is cut to this many characters and words before it reaches SQL (bounded work per query).
+MAX_SEARCH_CHARS = 200
+MAX_SEARCH_TERMS = 10
+_WORD = re.compile(r"[^\W_]+")  # runs of unicode letters and digits: no operator or quote survives
+
+
+def search_terms(text: str) -> tuple[str, ...]:
+    """The words of a search, lower-cased, duplicates dropped; () when it holds no letter or digit."""
+    words: dict[str, None] = {}
+    for match in _WORD.finditer(text[:MAX_SEARCH_CHARS].lower()):
+        words.setdefault(match.group(), None)
+        if len(words) == MAX_SEARCH_TERMS:
+            break
+    return tuple(words)
 
 
 @dataclass(frozen=True)
@@ -59,8 +78,60 @@ class ProductQuery:
     limit: int = 20
 
     @property
+    def terms(self) -> tuple[str, ...]:
+        return search_terms(self.q) if self.q else ()
+
+    @property
     def offset(self) -> int:
         return (self.page - 1) * self.limit
+
+
+@dataclass(frozen=True)
+class NewProduct:
+    """What an admin sends to add a product (its id is derived from the SKU, like the seed's)."""
+
+    sku: str
+    name: str
+    description: str
+    category: str  # slug
+    price: int
+    currency: str
+    image_url: str | None = None  # None: the picture the service draws
+    active: bool = True
+    stock: int = 0
+
+
+#: Columns an admin may change on a product (``category`` is a slug, stored as its id).
+EDITABLE = frozenset({"name", "description", "price", "category", "active", "image_url"})
+#: Changes that other services care about (orders prices carts with them): they publish product.updated.v1.
+ANNOUNCED = frozenset({"name", "price"})
+
+
+class CatalogError(Exception):
+    """Base of the catalog administration's refusals; api.py maps each to one problem type."""
+
+
+class SkuTaken(CatalogError):
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        super().__init__(f"A product with SKU {sku} exists already")
+
+
+class UnknownCategory(CatalogError):
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+        super().__init__(f"Category {slug} does not exist")
+
+
+class UnknownSku(CatalogError):
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        super().__init__(f"No product has SKU {sku}")
+
+
+def announced(before: dict[str, object], changes: dict[str, object]) -> bool:
+    """True when a change alters a field other services keep a copy of (name or price)."""
+    return any(key in changes and changes[key] != before[key] for key in ANNOUNCED)
 
 
 # ----------------------------------------------------------------------------------------------- inventory

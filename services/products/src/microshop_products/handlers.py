@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from microshop_kit.bus import Outbox
 from microshop_kit.db import Database, Row, Tx
 from microshop_kit.log import get_logger
 from microshop_products import domain
 from microshop_products.domain import Line, ProductQuery, Reservation, ReservationStatus
-from microshop_products.events import stock_low
-from microshop_products.store import CatalogStore, InventoryStore
+from microshop_products.events import product_created, product_updated, stock_low
+from microshop_products.store import CatalogAdminStore, CatalogStore, InventoryStore
 
 log = get_logger("microshop.products")
 
@@ -48,6 +49,13 @@ class Catalog:
             raise ProductNotFound(product_id)
         return row
 
+    async def any_product(self, product_id: str) -> Row:
+        """A product whether active or not (what admins see)."""
+        row = await self.store.product(product_id)
+        if row is None:
+            raise ProductNotFound(product_id)
+        return row
+
     async def categories(self) -> list[Row]:
         return await self.store.categories()
 
@@ -57,6 +65,74 @@ class Catalog:
 
     async def availability(self, skus: Sequence[str]) -> dict[str, int]:
         return await self.store.on_hand(sorted(set(skus)))
+
+
+class CatalogAdmin:
+    """What admins change: products and stock on hand. Each change and its event commit together."""
+
+    def __init__(self, db: Database, store: CatalogAdminStore, outbox: Outbox, low_threshold: int) -> None:
+        self.db = db
+        self.store = store
+        self.outbox = outbox
+        self.low_threshold = low_threshold
+
+    async def create(self, new: domain.NewProduct) -> str:
+        """Add a product with its starting stock; returns its id."""
+        product_id = domain.product_id(new.sku)
+        now = domain.timestamp()
+        async with self.db.transaction() as tx:
+            category_id = await self._category_id(tx, new.category)
+            values = {
+                "id": product_id,
+                "sku": new.sku,
+                "name": new.name,
+                "description": new.description,
+                "category_id": category_id,
+                "price": new.price,
+                "currency": new.currency,
+                "image_url": new.image_url or domain.image_path(product_id),
+                "active": int(new.active),
+                "now": now,
+            }
+            if not await self.store.insert_product(tx, values):
+                raise domain.SkuTaken(new.sku)
+            await self.store.insert_stock(tx, new.sku, new.stock, self.low_threshold)
+            await self.outbox.add(tx, product_created(product_id, new.sku, new.name, new.price, new.currency))
+        return product_id
+
+    async def update(self, product_id: str, changes: dict[str, Any]) -> None:
+        """Change the fields given (keys of ``domain.EDITABLE``); a new name or price publishes product.updated.v1."""
+        unknown = set(changes) - domain.EDITABLE
+        if unknown:
+            raise ValueError(f"Not editable: {sorted(unknown)}")
+        async with self.db.transaction() as tx:
+            before = await self.store.locked_product(tx, product_id)
+            if before is None:
+                raise ProductNotFound(product_id)
+            values = dict(changes)
+            if "category" in values:
+                values["category_id"] = await self._category_id(tx, values.pop("category"))
+            if "active" in values:
+                values["active"] = int(values["active"])
+            await self.store.update_product(tx, product_id, values, domain.timestamp())
+            if domain.announced(dict(before), values):
+                after = {**dict(before), **values}
+                event = product_updated(product_id, after["sku"], after["name"], after["price"], after["currency"])
+                await self.outbox.add(tx, event)
+
+    async def set_stock(self, sku: str, on_hand: int) -> Row:
+        """Receive or write off units so that ``on_hand`` are on hand; reserved and sold stay as they are."""
+        async with self.db.transaction() as tx:
+            row = await self.store.set_on_hand(tx, sku, on_hand)
+            if row is None:
+                raise domain.UnknownSku(sku)
+        return row
+
+    async def _category_id(self, tx: Tx, slug: str) -> str:
+        category_id = await self.store.category_id(tx, slug)
+        if category_id is None:
+            raise domain.UnknownCategory(slug)
+        return category_id
 
 
 class Inventory:

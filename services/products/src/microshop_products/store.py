@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from microshop_kit.db import Database, Row, Tx
@@ -31,12 +32,6 @@ def placeholders(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any
     return ", ".join(f":{name}" for name in params), params
 
 
-def _like(text: str) -> str:
-    """A case-insensitive substring pattern with LIKE's wildcards in the text taken literally."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _filters(query: ProductQuery) -> tuple[str, dict[str, Any]]:
     clauses: list[str] = ["p.active = 1"]
     params: dict[str, Any] = {}
@@ -52,10 +47,47 @@ def _filters(query: ProductQuery) -> tuple[str, dict[str, Any]]:
         params["max_price"] = query.max_price
     if query.in_stock is not None:
         clauses.append("COALESCE(s.on_hand, 0) > 0" if query.in_stock else "COALESCE(s.on_hand, 0) = 0")
-    if query.q:
-        clauses.append("(LOWER(p.name) LIKE :q ESCAPE '\\' OR LOWER(p.description) LIKE :q ESCAPE '\\')")
-        params["q"] = _like(query.q)
     return " AND ".join(clauses), params
+
+
+# ------------------------------------------------------------------------------------ full-text search
+# The only dialect-specific SQL of the service. Both sides get the same words (domain.search_terms: letters and
+# digits only, at most 10), each a prefix ("espr" finds "Espresso"), all required; the text of the query is
+# always a bound parameter, never part of the SQL.
+
+
+@dataclass(frozen=True)
+class Search:
+    join: str
+    where: str
+    params: dict[str, Any]
+    rank: str  # ORDER BY, best first
+
+
+def sqlite_search(terms: Sequence[str]) -> Search:
+    # FTS5 query syntax: a double-quoted string followed by * is a prefix token; terms hold no quotes.
+    match = " ".join(f'"{term}"*' for term in terms)
+    return Search(
+        join="JOIN products_fts ON products_fts.rowid = p.rowid",
+        where="products_fts MATCH :match",
+        params={"match": match},
+        # bm25 is lower for better matches; name weighs most, then category, then description.
+        rank="bm25(products_fts, 10.0, 1.0, 3.0), p.name, p.sku",
+    )
+
+
+def postgresql_search(terms: Sequence[str]) -> Search:
+    # tsquery syntax: term:* is a prefix; & requires every term. Terms are letters and digits only.
+    tsquery = " & ".join(f"{term}:*" for term in terms)
+    return Search(
+        join="",
+        where="p.search @@ to_tsquery('simple', :tsquery)",
+        params={"tsquery": tsquery},
+        rank="ts_rank(p.search, to_tsquery('simple', :tsquery)) DESC, p.name, p.sku",
+    )
+
+
+_SEARCH = {"sqlite": sqlite_search, "postgresql": postgresql_search}
 
 
 class CatalogStore:
@@ -66,10 +98,20 @@ class CatalogStore:
 
     async def list_products(self, query: ProductQuery) -> tuple[list[Row], int]:
         where, params = _filters(query)
-        total = await self.db.fetch(f"SELECT COUNT(*) AS n {_PRODUCT_FROM} WHERE {where}", params)
+        source, order = _PRODUCT_FROM, _ORDER_BY.get(query.sort, _ORDER_BY[Sort.NAME])
+        if query.q is not None:
+            terms = query.terms
+            if not terms:
+                return [], 0  # nothing searchable in it (only symbols): nothing matches
+            search = _SEARCH[self.db.dialect](terms)
+            source = f"{source} {search.join}"
+            where = f"{where} AND {search.where}"
+            params.update(search.params)
+            if query.sort is Sort.RELEVANCE:
+                order = search.rank
+        total = await self.db.fetch(f"SELECT COUNT(*) AS n {source} WHERE {where}", params)
         rows = await self.db.fetch(
-            f"SELECT {_PRODUCT_COLUMNS} {_PRODUCT_FROM} WHERE {where} ORDER BY {_ORDER_BY[query.sort]} "
-            "LIMIT :limit OFFSET :offset",
+            f"SELECT {_PRODUCT_COLUMNS} {source} WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
             {**params, "limit": query.limit, "offset": query.offset},
         )
         return rows, int(total[0]["n"])
@@ -95,6 +137,60 @@ class CatalogStore:
         marks, params = placeholders("sku", skus)
         rows = await self.db.fetch(f"SELECT sku, on_hand FROM stock WHERE sku IN ({marks})", params)
         return {row["sku"]: int(row["on_hand"]) for row in rows}
+
+
+class CatalogAdminStore:
+    """Writes of the catalog; each runs in the caller's transaction, next to its outbox event."""
+
+    async def category_id(self, tx: Tx, slug: str) -> str | None:
+        value = await tx.fetchval("SELECT id FROM categories WHERE slug = :slug", {"slug": slug})
+        return None if value is None else str(value)
+
+    async def insert_product(self, tx: Tx, values: dict[str, Any]) -> bool:
+        """False when the SKU (or id) is taken."""
+        row = await tx.fetchrow(
+            "INSERT INTO products (id, sku, name, description, category_id, price, currency, image_url, active, "
+            "created_at, updated_at) VALUES (:id, :sku, :name, :description, :category_id, :price, :currency, "
+            ":image_url, :active, :now, :now) ON CONFLICT DO NOTHING RETURNING id",
+            values,
+        )
+        return row is not None
+
+    async def insert_stock(self, tx: Tx, sku: str, units: int, low_threshold: int) -> None:
+        await tx.execute(
+            "INSERT INTO stock (sku, on_hand, reserved, sold, received, low_threshold) "
+            "VALUES (:sku, :units, 0, 0, :units, :low)",
+            {"sku": sku, "units": units, "low": low_threshold},
+        )
+
+    async def locked_product(self, tx: Tx, product_id: str) -> Row | None:
+        """The product's editable fields, its row locked until ``tx`` ends (SQLite: already serialised)."""
+        return await tx.fetchrow(
+            "SELECT p.id, p.sku, p.name, p.description, p.price, p.currency, p.image_url, p.active, "
+            f"p.category_id FROM products p WHERE p.id = :id{tx.for_update}",
+            {"id": product_id},
+        )
+
+    async def update_product(self, tx: Tx, product_id: str, changes: dict[str, Any], now: str) -> None:
+        # Column names come from the fixed set below, never from the request; values are parameters.
+        columns = [column for column in _UPDATABLE if column in changes]
+        assignments = ", ".join(f"{column} = :{column}" for column in [*columns, "updated_at"])
+        await tx.execute(
+            f"UPDATE products SET {assignments} WHERE id = :id",
+            {**{column: changes[column] for column in columns}, "updated_at": now, "id": product_id},
+        )
+
+    async def set_on_hand(self, tx: Tx, sku: str, units: int) -> Row | None:
+        """Set the units on hand to ``units``: the difference counts as received (or written off), so
+        on_hand + reserved + sold == received still holds; one statement. None: the SKU has no stock row."""
+        return await tx.fetchrow(
+            "UPDATE stock SET received = received + (:units - on_hand), on_hand = :units WHERE sku = :sku "
+            "RETURNING sku, on_hand, reserved, sold, received, low_threshold",
+            {"sku": sku, "units": units},
+        )
+
+
+_UPDATABLE = ("name", "description", "price", "category_id", "active", "image_url")
 
 
 class InventoryStore:

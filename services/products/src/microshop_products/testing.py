@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -36,6 +38,11 @@ class Service:
             "UPDATE stock SET on_hand = :units, received = :units + reserved + sold WHERE sku = :sku",
             {"sku": sku, "units": units},
         )
+
+    async def events(self, type_: str) -> list[dict[str, Any]]:
+        """Envelopes of one event type in the outbox, oldest first."""
+        rows = await self.db.fetch("SELECT payload FROM outbox WHERE type = :type ORDER BY seq", {"type": type_})
+        return [json.loads(row["payload"]) for row in rows]
 
     async def reservation_status(self, order_id: str) -> str | None:
         rows = await self.db.fetch("SELECT status FROM reservations WHERE order_id = :id", {"id": order_id})
