@@ -72,6 +72,62 @@ class OrderRejected(Event):
     reason: str
 
 
+class OrderCancelled(Event):
+    TYPE: ClassVar[str] = "order.cancelled.v1"
+
+    order_id: str
+    user_id: str
+    email: str
+    name: str
+    #: What was refunded to the customer (0 when nothing had been charged).
+    refunded: Money
+    currency: Currency
+    reason: str = ""
+
+
+class OrderShipped(Event):
+    TYPE: ClassVar[str] = "order.shipped.v1"
+
+    order_id: str
+    user_id: str
+    email: str
+    name: str
+    carrier: str
+    tracking_number: str
+
+
+class OrderDelivered(Event):
+    TYPE: ClassVar[str] = "order.delivered.v1"
+
+    order_id: str
+    user_id: str
+    email: str
+    name: str
+
+
+class PaymentCaptured(Event):
+    TYPE: ClassVar[str] = "payment.captured.v1"
+
+    payment_id: str
+    order_id: str
+    amount: Money
+    currency: Currency
+    method: str
+    user_id: str | None = None
+
+
+class PaymentFailed(Event):
+    TYPE: ClassVar[str] = "payment.failed.v1"
+
+    payment_id: str
+    order_id: str
+    amount: Money
+    currency: Currency
+    #: A machine-readable decline code (``card_declined``, ``insufficient_funds``, ``expired_card`` ...).
+    code: str
+    user_id: str | None = None
+
+
 class ProductCreated(Event):
     TYPE: ClassVar[str] = "product.created.v1"
 
@@ -116,9 +172,14 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     UserDeleted,
     OrderConfirmed,
     OrderRejected,
+    OrderCancelled,
+    OrderShipped,
+    OrderDelivered,
     ProductCreated,
     ProductUpdated,
     StockLow,
+    PaymentCaptured,
+    PaymentFailed,
     PaymentRefunded,
 )
 
