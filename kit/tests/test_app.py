@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,16 +69,18 @@ def demo_router() -> APIRouter:
     return router
 
 
-class LogLines(logging.Handler):
-    """Keeps the service's log lines as rendered (JSON), parsed."""
+@dataclass
+class LogLines:
+    """The service's log lines as rendered on stderr (JSON), parsed; read from pytest's capture."""
 
-    def __init__(self, formatter: logging.Formatter | None) -> None:
-        super().__init__()
-        self.setFormatter(formatter)
-        self.lines: list[dict[str, Any]] = []
+    capture: pytest.CaptureFixture[str] | None
+    seen: list[str] = field(default_factory=list)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        if self.capture is not None:
+            self.seen.extend(self.capture.readouterr().err.splitlines())
+        return [json.loads(line) for line in self.seen if line.startswith("{")]
 
 
 @dataclass
@@ -103,7 +104,9 @@ ReadyCheck = Callable[[Kit], Awaitable[str | None]]
 
 
 @contextlib.asynccontextmanager
-async def start_demo(tmp_path: Path, ready_checks: Sequence[ReadyCheck] = ()) -> AsyncIterator[Demo]:
+async def start_demo(
+    tmp_path: Path, ready_checks: Sequence[ReadyCheck] = (), capture: pytest.CaptureFixture[str] | None = None
+) -> AsyncIterator[Demo]:
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     (migrations / "0001_init.sql").write_text(
@@ -116,19 +119,13 @@ async def start_demo(tmp_path: Path, ready_checks: Sequence[ReadyCheck] = ()) ->
         )
         spec = ServiceSpec(title="demo", routers=[demo_router()], migrations=migrations, ready_checks=ready_checks)
         app = create_service_app(settings, spec)
-        root = logging.getLogger()
-        logs = LogLines(root.handlers[0].formatter)  # the formatter the app just installed on stderr
-        root.addHandler(logs)
-        try:
-            async with running_app(app) as client:
-                yield Demo(app, client, issuer, logs)
-        finally:
-            root.removeHandler(logs)
+        async with running_app(app) as client:
+            yield Demo(app, client, issuer, LogLines(capture))
 
 
 @pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    async with start_demo(tmp_path) as running:
+async def demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> AsyncIterator[Demo]:
+    async with start_demo(tmp_path, capture=capsys) as running:
         yield running
 
 

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from microshop_kit import db as dbmod
 from microshop_kit.auth import JwksVerifier, Principal, principal_from_authorization
 from microshop_kit.bus import EventBus
+from microshop_kit.cache import ResponseCache, ResponseCacheMiddleware
 from microshop_kit.context import TraceContext, clean_request_id, request_id_var, trace_var
 from microshop_kit.errors import (
     DatabaseUnavailable,
@@ -49,6 +50,8 @@ class Kit:
     db: dbmod.Database | None = None
     bus: EventBus | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: Public GET answers kept for a moment (``ServiceSpec.cached_prefixes``); writers call ``clear()``.
+    response_cache: ResponseCache | None = None
 
     def background(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a coroutine for the life of the service; cancelled at shutdown."""
@@ -82,6 +85,10 @@ class ServiceSpec:
     ready_checks: Sequence[Callable[[Kit], Awaitable[str | None]]] = ()
     #: Path prefixes left out of the OpenAPI document and the access log (e.g. internal routes).
     quiet_paths: tuple[str, ...] = ("/livez", "/readyz", "/metrics")
+    #: Path prefixes whose public GET answers the response cache may reuse (kit/cache.py); none by default.
+    cached_prefixes: tuple[str, ...] = ()
+    #: Whether a write request served by this process empties the response cache (not in a gateway).
+    cache_cleared_by_writes: bool = True
 
 
 def get_kit(request: Request) -> Kit:
@@ -210,6 +217,21 @@ class _Metrics:
         )
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served", ["service"], registry=registry)
         self.service = service
+        self.busy = self.in_flight.labels(service)
+        # Labelled children, looked up once per label set (prometheus_client's labels() costs microseconds a call).
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counted = self._counted.get((method, route, str(status)))
+        if counted is None:
+            counted = self.requests.labels(self.service, method, route, str(status))
+            self._counted[(method, route, str(status))] = counted
+        counted.inc()
+        timed = self._timed.get((method, route))
+        if timed is None:
+            timed = self._timed[(method, route)] = self.duration.labels(self.service, method, route)
+        timed.observe(seconds)
 
 
 class KitMiddleware:
@@ -262,7 +284,7 @@ class KitMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        self.metrics.in_flight.labels(self.service).inc()
+        self.metrics.busy.inc()
         try:
             await self.app(scope, limited_receive, tracked_send)
         except _BodyTooLarge:
@@ -278,7 +300,7 @@ class KitMiddleware:
             problem = ProblemError(500, "Internal Server Error", "Something went wrong on our side.")
             await problem_response(problem, scope.get("path"))(scope, receive, tracked_send)
         finally:
-            self.metrics.in_flight.labels(self.service).dec()
+            self.metrics.busy.dec()
             self._finish(scope, status, started)
             request_id_var.reset(rid_token)
             trace_var.reset(trace_token)
@@ -304,8 +326,7 @@ class KitMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or "<unmatched>"
         method = scope.get("method", "")
-        self.metrics.requests.labels(self.service, method, template, str(status)).inc()
-        self.metrics.duration.labels(self.service, method, template).observe(elapsed)
+        self.metrics.observe(method, template, status, elapsed)
         path = scope.get("path", "")
         if not path.startswith(self.quiet):
             log.info(
@@ -390,7 +411,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_service_app(settings: ServiceSettings, spec: ServiceSpec) -> FastAPI:
     """Build a service's ASGI app: the spec's routers plus everything every service has."""
     configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
-    app = FastAPI(title=spec.title, version=spec.version, lifespan=_lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title=spec.title,
+        version=spec.version,
+        lifespan=_lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        # The kit does its own request ids, traces, metrics and logs; FastAPI's OpenTelemetry hook would
+        # otherwise look up its global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     registry = CollectorRegistry()
     http = HttpPool()
     verifier = JwksVerifier(settings.jwks_url, settings.jwt_issuer, settings.jwt_audience, http)
@@ -400,6 +430,15 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec) -> FastAPI:
     app.include_router(_health_router(spec))
     for router in spec.routers:
         app.include_router(router)
+    if spec.cached_prefixes and settings.response_cache_seconds > 0:
+        cache = ResponseCache(settings.response_cache_seconds)
+        app.state.kit.response_cache = cache
+        app.add_middleware(
+            ResponseCacheMiddleware,
+            cache=cache,
+            prefixes=spec.cached_prefixes,
+            cleared_by_writes=spec.cache_cleared_by_writes,
+        )
     app.add_middleware(
         KitMiddleware,
         service=settings.service_name,

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def _hex_id(bits: int) -> str:
+    """A random, non-zero identifier as lower-case hex. Trace, span and request ids only need to be unique,
+    not secret: Python's PRNG (no system call) instead of os.urandom, which was a measurable share of a cheap
+    request's CPU (three calls per request)."""
+    value = 0
+    while not value:
+        value = random.getrandbits(bits)
+    return f"{value:0{bits // 4}x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +34,7 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """The context for a call this hop makes: same trace, new span."""
-        return TraceContext(self.trace_id, secrets.token_hex(8), self.flags)
+        return TraceContext(self.trace_id, _hex_id(64), self.flags)
 
     @classmethod
     def parse(cls, header: str | None) -> TraceContext | None:
@@ -39,7 +48,7 @@ class TraceContext:
 
     @classmethod
     def new(cls) -> TraceContext:
-        return cls(secrets.token_hex(16), secrets.token_hex(8))
+        return cls(_hex_id(128), _hex_id(64))
 
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -52,7 +61,7 @@ def clean_request_id(value: str | None) -> str:
     """Keep a caller's request id when it is safe to log, else make a new one."""
     if value and _REQUEST_ID.match(value):
         return value
-    return uuid.uuid4().hex
+    return _hex_id(128)
 
 
 def outgoing_headers() -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,24 @@ def _load(target: str) -> Callable[..., Any]:
     return factory
 
 
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the service's event loop: uvloop where it is installed (Linux, macOS; cheaper per request, see
+    bench/README.md), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def serve(target: str, settings: ServiceSettings) -> None:
     """Serve ``module:create_app`` with granian; ``create_app(settings)`` must accept the settings.
 
     One worker (the local run, tests): granian embedded in this process's event loop, so a service is one
     OS process that a test can SIGKILL cleanly. More workers (containers): granian's process manager.
     """
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
 
     if settings.workers == 1:
@@ -51,7 +62,7 @@ def serve(target: str, settings: ServiceSettings) -> None:
                 loop.add_signal_handler(sig, server.stop)
             await server.serve()
 
-        asyncio.run(run())
+        _run_loop(run())
         return
     from granian import Granian
 
@@ -65,6 +76,7 @@ def serve(target: str, settings: ServiceSettings) -> None:
         workers=settings.workers,
         log_level=LogLevels.warning,
         backlog=1024,
+        loop=Loops.auto,  # uvloop where it is installed
     ).serve()
 
 

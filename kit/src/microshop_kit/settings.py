@@ -37,6 +37,8 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     #: Timeout for one call to another service, in seconds.
     upstream_timeout: float = Field(default=5.0, gt=0)
+    #: Longest reuse of a public GET answer by the service's response cache (0 turns it off); see kit/cache.py.
+    response_cache_seconds: float = Field(default=1.0, ge=0, le=60)
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file named after the service in data_dir."""

@@ -24,7 +24,8 @@ SERVICES = ("users", "products", "orders", "payments", "notifications", "storefr
 class EchoUpstream:
     """A stand-in service: answers every request with what it received, and records it.
 
-    a path ending in ``/slow`` waits until the test ends (or ``release`` is set); ``/readyz`` answers ``ready_status``.
+    a path ending in ``/slow`` waits until the test ends (or ``release`` is set); one ending in ``/cacheable`` is
+    answered as shareable (``Cache-Control: public``); ``/readyz`` answers ``ready_status``.
     """
 
     name: str
@@ -59,6 +60,9 @@ class EchoUpstream:
             "X-Request-ID": "upstream-own-id",
             "Set-Cookie": "a=1",
         }
+        if request.path.endswith("/cacheable"):
+            # A public catalog-like answer: no cookies, shareable for 30 s.
+            return web.json_response(call, headers={"X-Upstream": self.name, "Cache-Control": "public, max-age=30"})
         response = web.json_response(call, headers=headers)
         response.headers.add("Set-Cookie", "b=2")
         return response

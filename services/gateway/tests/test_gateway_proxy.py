@@ -199,3 +199,29 @@ async def test_too_large_upstream_answer_is_502(make_gateway: GatewayFactory) ->
 
     assert response.status_code == 502
     assert response.json()["service"] == "users"
+
+
+async def test_public_answers_are_shared_for_a_moment_but_never_personal_ones(
+    gateway: httpx.AsyncClient, upstreams: Upstreams, issuer: JwtIssuer
+) -> None:
+    first = await gateway.get("/api/v1/products/cacheable?page=2")
+    second = await gateway.get("/api/v1/products/cacheable?page=2")
+    other_query = await gateway.get("/api/v1/products/cacheable?page=3")
+    with_token = await gateway.get("/api/v1/products/cacheable?page=2", headers=issuer.headers("u-1"))
+    not_shareable = [await gateway.get("/api/v1/products/plain") for _ in range(2)]
+
+    assert second.json() == first.json()
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]
+    calls = [(call["path"], call["query"]) for call in upstreams["products"].calls]
+    assert calls.count(("/api/v1/products/cacheable", "page=2")) == 2  # the first, and the one with a token
+    assert ("/api/v1/products/cacheable", "page=3") in calls
+    assert calls.count(("/api/v1/products/plain", "")) == 2
+    assert all(answer.status_code == 200 for answer in (other_query, with_token, *not_shareable))
+
+
+async def test_the_shared_cache_can_be_turned_off(make_gateway: GatewayFactory, upstreams: Upstreams) -> None:
+    async with make_gateway(response_cache_seconds=0) as gateway:
+        for _ in range(2):
+            await gateway.get("/api/v1/products/cacheable")
+
+    assert len(upstreams["products"].calls) == 2

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from microshop_kit.testing import JwtIssuer
 from microshop_products.seed import load_catalog
 from microshop_products.testing import Service, ServiceFactory
 
@@ -207,11 +208,55 @@ async def test_etag_changes_when_the_catalog_changes(shop: Service) -> None:
     first = await shop.client.get("/api/v1/products", params={"limit": 5})
     sku = first.json()["items"][0]["sku"]
     await shop.db.execute("UPDATE products SET price = price + 1 WHERE sku = :sku", {"sku": sku})
+    # A change made behind the service's back shows once its response cache lets go (at most
+    # response_cache_seconds); forget the kept answers now instead of waiting.
+    shop.app.state.kit.response_cache.clear()
     second = await shop.client.get(
         "/api/v1/products", params={"limit": 5}, headers={"If-None-Match": first.headers["etag"]}
     )
     assert second.status_code == 200
     assert second.headers["etag"] != first.headers["etag"]
+
+
+async def test_repeated_catalog_reads_are_served_from_the_response_cache(shop: Service) -> None:
+    cache = shop.app.state.kit.response_cache
+    first = await shop.client.get("/api/v1/products", params={"limit": 5})
+    sku = first.json()["items"][0]["sku"]
+    await shop.db.execute("UPDATE products SET price = price + 1 WHERE sku = :sku", {"sku": sku})
+    hits = cache.hits
+    second = await shop.client.get("/api/v1/products", params={"limit": 5})
+    not_modified = await shop.client.get(
+        "/api/v1/products", params={"limit": 5}, headers={"If-None-Match": first.headers["etag"]}
+    )
+
+    assert cache.hits == hits + 2
+    assert second.content == first.content  # the kept answer, not the database's new price
+    assert second.headers["etag"] == first.headers["etag"]
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]  # per-request headers are fresh
+    assert not_modified.status_code == 304
+
+
+async def test_a_write_through_the_service_is_seen_by_the_next_read(shop: Service, issuer: JwtIssuer) -> None:
+    before = (await shop.client.get("/api/v1/products", params={"limit": 5})).json()["items"][0]
+    response = await shop.client.put(
+        f"/api/v1/admin/stock/{before['sku']}",
+        json={"on_hand": before["available"] + 7},
+        headers=issuer.headers(roles=["admin"]),
+    )
+    assert response.status_code == 200, response.text
+    after = (await shop.client.get("/api/v1/products", params={"limit": 5})).json()["items"][0]
+
+    assert after["sku"] == before["sku"]
+    assert after["available"] == before["available"] + 7
+
+
+async def test_requests_with_credentials_never_get_a_kept_answer(shop: Service) -> None:
+    kept = await shop.client.get("/api/v1/products", params={"limit": 5})
+    sku = kept.json()["items"][0]["sku"]
+    await shop.db.execute("UPDATE products SET price = price + 1 WHERE sku = :sku", {"sku": sku})
+    personal = await shop.client.get("/api/v1/products", params={"limit": 5}, headers={"Cookie": "session=1"})
+
+    assert personal.json()["items"][0]["price"] == kept.json()["items"][0]["price"] + 1
 
 
 # ------------------------------------------------------------------------------------------------ images

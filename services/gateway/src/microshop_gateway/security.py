@@ -12,19 +12,25 @@ SECURITY_HEADERS: dict[bytes, bytes] = {
 FRAME_ANCESTORS = b"frame-ancestors 'none'"
 
 
+_ADDED = list(SECURITY_HEADERS.items())
+
+
 def _with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    kept = [(name, value) for name, value in headers if name.lower() not in SECURITY_HEADERS]
-    kept.extend(SECURITY_HEADERS.items())
-    policies = [value for name, value in kept if name.lower() == b"content-security-policy"]
-    if not policies:
-        kept.append((b"content-security-policy", FRAME_ANCESTORS))
-        return kept
-    # An upstream's own policy is kept (the storefront may set one), but framing is always refused.
-    result = [(name, value) for name, value in kept if name.lower() != b"content-security-policy"]
-    for policy in policies:
-        if b"frame-ancestors" not in policy.lower():
-            policy = policy.rstrip(b"; ") + b"; " + FRAME_ANCESTORS
-        result.append((b"content-security-policy", policy))
+    result: list[tuple[bytes, bytes]] = []
+    framed = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in SECURITY_HEADERS:
+            continue
+        if lower == b"content-security-policy":
+            # An upstream's own policy is kept (the storefront may set one), but framing is always refused.
+            if b"frame-ancestors" not in value.lower():
+                value = value.rstrip(b"; ") + b"; " + FRAME_ANCESTORS
+            framed = True
+        result.append((name, value))
+    result.extend(_ADDED)
+    if not framed:
+        result.append((b"content-security-policy", FRAME_ANCESTORS))
     return result
 
 

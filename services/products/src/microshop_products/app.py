@@ -29,12 +29,17 @@ def create_app(settings: ProductsSettings | None = None) -> FastAPI:
         app.state.catalog = Catalog(CatalogStore(db))
         app.state.inventory = inventory
         app.state.admin = CatalogAdmin(db, CatalogAdminStore(), kit.bus.outbox, LOW_THRESHOLD)
-        kit.background(sweeper(inventory, settings.sweep_interval_seconds, settings.sweep_batch), "reservation-sweeper")
+        sweep = sweeper(inventory, settings.sweep_interval_seconds, settings.sweep_batch, kit.response_cache)
+        kit.background(sweep, "reservation-sweeper")
 
     app = create_service_app(
         settings,
         ServiceSpec(
-            title="microshop products", routers=[router, admin, internal], migrations=MIGRATIONS, startup=[start]
+            title="microshop products",
+            routers=[router, admin, internal],
+            migrations=MIGRATIONS,
+            startup=[start],
+            cached_prefixes=("/api/v1/products", "/api/v1/categories"),
         ),
     )
     return app

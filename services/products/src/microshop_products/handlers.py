@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from microshop_kit.bus import Outbox
+from microshop_kit.cache import ResponseCache
 from microshop_kit.db import Database, Row, Tx
 from microshop_kit.log import get_logger
 from microshop_products import domain
@@ -226,11 +227,13 @@ class Inventory:
         await self.outbox.add(tx, stock_low(sku, on_hand, threshold))
 
 
-async def sweeper(inventory: Inventory, interval: float, batch: int) -> None:
-    """Background loop of the service: release expired reservations every ``interval`` seconds."""
+async def sweeper(inventory: Inventory, interval: float, batch: int, cache: ResponseCache | None = None) -> None:
+    """Background loop of the service: release expired reservations every ``interval`` seconds (and forget
+    kept catalog answers that showed the stock they held)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await inventory.sweep(batch)
+            if await inventory.sweep(batch) and cache is not None:
+                cache.clear()
         except Exception:  # the outermost loop: log it, and try again next round
             log.exception("sweeping expired reservations failed")
