@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from microshop_kit.db import Row
 from microshop_kit.errors import ProblemError, conflict, invalid, not_found
+from microshop_kit.query import parse_query, query_parameters
 from microshop_products import domain
 from microshop_products.domain import Line, ProductQuery, ReservationStatus, Sort
 from microshop_products.handlers import Catalog, Inventory, ProductNotFound
@@ -165,36 +166,54 @@ def _query_invalid(field: str, message: str) -> ProblemError:
 router = APIRouter()
 
 
-@router.get("/api/v1/products", response_model=ProductPageOut, tags=["catalog"])
-async def list_products(
-    request: Request,
-    catalog: CatalogDep,
-    settings: SettingsDep,
-    category: Annotated[str | None, Query(max_length=64, description="Category slug")] = None,
-    min_price: Annotated[int | None, Query(ge=0)] = None,
-    max_price: Annotated[int | None, Query(ge=0)] = None,
-    in_stock: Annotated[bool | None, Query(description="true: only in stock; false: only sold out")] = None,
-    q: Annotated[
-        str | None,
-        Query(
-            max_length=domain.MAX_SEARCH_CHARS,
-            description="Search: words (or word beginnings) of the name, category or description; "
-            "only letters and digits count, at most 10 words",
-        ),
-    ] = None,
-    sort: Annotated[Sort | None, Query(description="Default: relevance with q, name without")] = None,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> Response:
+class ProductListQuery(BaseModel):
+    """The catalog's filters, sort and page (query string of ``GET /api/v1/products``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    category: str | None = Field(None, max_length=64, description="Category slug")
+    min_price: int | None = Field(None, ge=0)
+    max_price: int | None = Field(None, ge=0)
+    in_stock: bool | None = Field(None, description="true: only in stock; false: only sold out")
+    q: str | None = Field(
+        None,
+        max_length=domain.MAX_SEARCH_CHARS,
+        description="Search: words (or word beginnings) of the name, category or description; "
+        "only letters and digits count, at most 10 words",
+    )
+    sort: Sort | None = Field(None, description="Default: relevance with q, name without")
+    page: int = Field(1, ge=1, le=10_000)
+    limit: int = Field(20, ge=1, le=100)
+
+
+@router.get(
+    "/api/v1/products",
+    response_model=ProductPageOut,
+    tags=["catalog"],
+    openapi_extra=query_parameters(ProductListQuery),
+)
+async def list_products(request: Request) -> Response:
     """The catalog, filtered, sorted and paged."""
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise _query_invalid("max_price", f"must be at least min_price ({min_price})")
-    search = (q or "").strip() or None
-    order = sort or (Sort.RELEVANCE if search else Sort.NAME)
-    query = ProductQuery(category, min_price, max_price, in_stock, search, order, page, limit)
+    params = parse_query(request, ProductListQuery)
+    if params.min_price is not None and params.max_price is not None and params.min_price > params.max_price:
+        raise _query_invalid("max_price", f"must be at least min_price ({params.min_price})")
+    search = (params.q or "").strip() or None
+    order = params.sort or (Sort.RELEVANCE if search else Sort.NAME)
+    query = ProductQuery(
+        params.category, params.min_price, params.max_price, params.in_stock, search, order, params.page, params.limit
+    )
+    catalog: Catalog = request.app.state.catalog
+    settings: ProductsSettings = request.app.state.kit.settings
     result = await catalog.products(query)
-    items = [ProductOut.model_validate(dict(row)) for row in result.items]
-    body = ProductPageOut(items=items, page=result.page, limit=result.limit, total=result.total)
+    # One validation of the whole page (pydantic's compiled validator), not one model per row.
+    body = ProductPageOut.model_validate(
+        {
+            "items": [dict(row) for row in result.items],
+            "page": result.page,
+            "limit": result.limit,
+            "total": result.total,
+        }
+    )
     return _json(request, body, settings.catalog_max_age_seconds)
 
 
