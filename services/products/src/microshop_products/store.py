@@ -109,12 +109,18 @@ class CatalogStore:
             params.update(search.params)
             if query.sort is Sort.RELEVANCE:
                 order = search.rank
-        total = await self.db.fetch(f"SELECT COUNT(*) AS n {source} WHERE {where}", params)
+        # One statement for the page and the total (an uncorrelated subquery, evaluated once; FTS5's ranking
+        # function cannot share a query with a window count); only a page past the end needs a second.
         rows = await self.db.fetch(
-            f"SELECT {_PRODUCT_COLUMNS} {source} WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
+            f"SELECT {_PRODUCT_COLUMNS}, (SELECT COUNT(*) {source} WHERE {where}) AS total_count {source} "
+            f"WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset",
             {**params, "limit": query.limit, "offset": query.offset},
         )
-        return rows, int(total[0]["n"])
+        if not rows:
+            total = await self.db.fetchval(f"SELECT COUNT(*) {source} WHERE {where}", params)
+            return [], int(total or 0)
+        count = int(rows[0]["total_count"])
+        return [{key: value for key, value in row.items() if key != "total_count"} for row in rows], count
 
     async def product(self, product_id: str) -> Row | None:
         rows = await self.db.fetch(f"SELECT {_PRODUCT_COLUMNS} {_PRODUCT_FROM} WHERE p.id = :id", {"id": product_id})
