@@ -2,10 +2,12 @@
 
 Targets (issue 4), concurrency 16 on this machine: catalog list (20 items) through the gateway >= 4,000 req/s
 with p99 <= 20 ms; search >= 2,000 req/s. Baseline in the same run: the same requests sent to the products
-service directly, so the ratio shows what the gateway hop costs. Also reservations/s of 1 unit each on one hot
-SKU (16 concurrent reservers, straight to products: the gateway never routes internal calls).
-The load generator is an asyncio aiohttp client in this process (wrk is not installed here); it shares the 2
-CPUs with the services, so the figures are a floor.
+service directly, so the ratio shows what the gateway hop costs. Each configuration runs twice: with the
+response caches (the default: products and the gateway reuse a public answer for up to 1 s) and without them
+(PRODUCTS_/GATEWAY_RESPONSE_CACHE_SECONDS=0: every request reaches the database). Catalog requests rotate over
+12 pages (3 pages x 4 sorts), searches over 8 queries. Also reservations/s of 1 unit each on one hot SKU
+(16 concurrent reservers, straight to products: the gateway never routes internal calls).
+Load generator: wrk when installed (bench/loadgen.py), else an aiohttp client in this process.
 Run: .venv/bin/python bench/catalog.py [--seconds 10] [--concurrency 16] [--no-postgres]
 """
 
@@ -13,75 +15,59 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from loadgen import get_load
 
 from microshop_launcher import Platform, PlatformConfig
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 SEARCHES = ["espresso", "cast iron", "head", "tea pot", "pragmatic programmer", "wireless", "coffee beans", "stove"]
 HOT_SKU = "COF-003"
+LISTINGS = [
+    f"/api/v1/products?limit=20&sort={sort}&page={page}"
+    for sort in ("name", "price", "-price", "newest")
+    for page in (1, 2, 3)
+]
+QUERIES = [f"/api/v1/products?limit=20&q={query.replace(' ', '+')}" for query in SEARCHES]
+NO_CACHE = {"PRODUCTS_RESPONSE_CACHE_SECONDS": "0", "GATEWAY_RESPONSE_CACHE_SECONDS": "0"}
 
-Request = Callable[[aiohttp.ClientSession, int], Any]
 
-
-async def load(request: Request, seconds: float, concurrency: int) -> dict[str, Any]:
-    """``concurrency`` workers send requests back to back for ``seconds``; req/s and latency percentiles."""
+async def reservations(base: str, seconds: float, concurrency: int) -> dict[str, Any]:
+    """``concurrency`` reservers of 1 unit of the hot SKU back to back: reservations/s and latency."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    counter = itertools.count()
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(concurrency):  # warm the connections
-            await request(session, next(counter))
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
             while (start := time.perf_counter()) < deadline:
-                status = await request(session, next(counter))
+                body = {"order_id": str(uuid.uuid4()), "lines": [{"sku": HOT_SKU, "quantity": 1}]}
+                async with session.post(base + "/internal/v1/reservations", json=body) as response:
+                    await response.read()
                 latencies.append(time.perf_counter() - start)
-                if status not in (200, 201):
-                    errors[str(status)] = errors.get(str(status), 0) + 1
+                if response.status != 201:
+                    errors[str(response.status)] = errors.get(str(response.status), 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     latencies.sort()
     return {
-        "requests": len(latencies),
-        "req_per_s": round(len(latencies) / elapsed),
+        "reservations": len(latencies),
+        "per_s": round(len(latencies) / elapsed),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
         "errors": errors,
     }
-
-
-def get(base: str, path: str, params: Callable[[int], dict[str, str]]) -> Request:
-    async def request(session: aiohttp.ClientSession, n: int) -> int:
-        async with session.get(base + path, params=params(n)) as response:
-            await response.read()
-            return response.status
-
-    return request
-
-
-def reserve(base: str) -> Request:
-    async def request(session: aiohttp.ClientSession, n: int) -> int:
-        body = {"order_id": str(uuid.uuid4()), "lines": [{"sku": HOT_SKU, "quantity": 1}]}
-        async with session.post(base + "/internal/v1/reservations", json=body) as response:
-            await response.read()
-            return response.status
-
-    return request
 
 
 async def stock_up(platform: Platform, units: int) -> None:
@@ -96,37 +82,33 @@ async def stock_up(platform: Platform, units: int) -> None:
         await db.close()
 
 
-async def measure(platform: Platform, seconds: float, concurrency: int) -> dict[str, Any]:
-    gateway, products = platform.gateway_url, platform.url("products")
-    catalog = {"limit": "20"}
-    # Pages 1-3 and the sorts rotate so that not every request is the same (the service has no cache).
-    sorts = ["name", "price", "-price", "newest"]
-
-    def listing(n: int) -> dict[str, str]:
-        return {**catalog, "sort": sorts[n % 4], "page": str(1 + n % 3)}
-
-    def searching(n: int) -> dict[str, str]:
-        return {"q": SEARCHES[n % len(SEARCHES)], "limit": "20"}
-
+def measure(platform: Platform, seconds: float, concurrency: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for name, base in (("gateway", gateway), ("products_direct", products)):
-        results[f"catalog_{name}"] = await load(get(base, "/api/v1/products", listing), seconds, concurrency)
-        results[f"search_{name}"] = await load(get(base, "/api/v1/products", searching), seconds, concurrency)
-    await stock_up(platform, 10_000_000)
-    results["reserve_hot_sku_direct"] = await load(reserve(products), seconds, concurrency)
+    for name, base in (("gateway", platform.gateway_url), ("products_direct", platform.url("products"))):
+        results[f"catalog_{name}"] = get_load(base, LISTINGS, seconds, concurrency)
+        results[f"search_{name}"] = get_load(base, QUERIES, seconds, concurrency)
+    for kind in ("catalog", "search"):
+        direct, gateway = results[f"{kind}_products_direct"], results[f"{kind}_gateway"]
+        results[f"{kind}_gateway_to_direct"] = round(gateway["req_per_s"] / direct["req_per_s"], 2)
     return results
 
 
-def run(dialect: str, seconds: float, concurrency: int) -> dict[str, Any]:
+def run(dialect: str, seconds: float, concurrency: int, *, cached: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {} if cached else {"extra_env": NO_CACHE}
         if dialect == "postgresql":
-            extra = {"postgres_url": POSTGRES, "database_prefix": f"bench_{uuid.uuid4().hex[:8]}"}
+            extra.update(postgres_url=POSTGRES, database_prefix=f"bench_{uuid.uuid4().hex[:8]}")
         platform = Platform(PlatformConfig.isolated(Path(tmp), **extra))
         try:
             platform.start(timeout=90)
             platform.run_cli("products", "seed")
-            return asyncio.run(measure(platform, seconds, concurrency))
+            results = measure(platform, seconds, concurrency)
+            if not cached:  # reservations never touch a cache: measured once
+                asyncio.run(stock_up(platform, 10_000_000))
+                results["reserve_hot_sku_direct"] = asyncio.run(
+                    reservations(platform.url("products"), seconds, concurrency)
+                )
+            return results
         finally:
             platform.stop()
             if dialect == "postgresql":
@@ -141,7 +123,10 @@ def main() -> None:
     args = parser.parse_args()
     report: dict[str, Any] = {"concurrency": args.concurrency, "seconds": args.seconds}
     for dialect in ("sqlite", *(() if args.no_postgres else ("postgresql",))):
-        report[dialect] = run(dialect, args.seconds, args.concurrency)
+        report[dialect] = {
+            "cached": run(dialect, args.seconds, args.concurrency, cached=True),
+            "uncached": run(dialect, args.seconds, args.concurrency, cached=False),
+        }
     print(json.dumps(report, indent=2))
 
 

@@ -30,7 +30,7 @@ from microshop_kit.errors import (
     forbidden,
 )
 from microshop_kit.http import HttpPool
-from microshop_kit.log import configure_logging, get_logger
+from microshop_kit.log import access_log, configure_logging, get_logger
 from microshop_kit.settings import ServiceSettings
 
 PROBLEM_JSON = "application/problem+json"
@@ -234,6 +234,12 @@ class _Metrics:
         timed.observe(seconds)
 
 
+#: ASGI scope keys a layer in front of the router may set for the access log and metrics: the route's name
+#: (when no router route matched) and the upstream service that answered (the gateway).
+ROUTE_KEY = "microshop.route"
+UPSTREAM_KEY = "microshop.upstream"
+
+
 class KitMiddleware:
     """Request id and trace context, body size limit, metrics and one access log line per request."""
 
@@ -323,19 +329,15 @@ class KitMiddleware:
 
     def _finish(self, scope: Scope, status: int, started: float) -> None:
         elapsed = time.perf_counter() - started
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "<unmatched>"
+        # A router's route template, or the name an ASGI layer in front of it gave (the gateway's table row).
+        template = scope.get(ROUTE_KEY) or getattr(scope.get("route"), "path", None) or "<unmatched>"
         method = scope.get("method", "")
         self.metrics.observe(method, template, status, elapsed)
         path = scope.get("path", "")
         if not path.startswith(self.quiet):
-            log.info(
-                "request",
-                method=method,
-                path=path,
-                route=template,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
+            extra = {"upstream": scope[UPSTREAM_KEY]} if UPSTREAM_KEY in scope else {}
+            access_log(
+                method=method, path=path, route=template, status=status, duration_ms=round(elapsed * 1000, 2), **extra
             )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -48,6 +50,40 @@ def _stderr_logger(*_args: Any) -> _StderrLogger:
 _STDERR_LOGGER = _StderrLogger()
 
 
+@dataclass
+class _AccessLog:
+    """How ``access_log`` renders: set by ``configure_logging``."""
+
+    service: str = ""
+    json: bool = False
+    enabled: bool = True
+
+
+_ACCESS = _AccessLog()
+
+
+def access_log(**fields: Any) -> None:
+    """One access-log line (``event: request``), the same JSON as a structlog line but rendered directly with
+    orjson: it is written once per request, so it skips the processor chain (most of a line's cost, profiled)."""
+    if not _ACCESS.enabled:
+        return
+    if not _ACCESS.json:
+        get_logger("microshop.access").info("request", **fields)
+        return
+    line: dict[str, Any] = {"service": _ACCESS.service, "event": "request", **fields, "level": "info"}
+    line["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    request_id = request_id_var.get()
+    if request_id:
+        line["request_id"] = request_id
+    trace = trace_var.get()
+    if trace is not None:
+        line["trace_id"] = trace.trace_id
+        line["span_id"] = trace.span_id
+    stream = sys.stderr
+    stream.write(orjson.dumps(line, default=str).decode() + "\n")
+    stream.flush()
+
+
 def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -> None:
     """Route structlog and stdlib logging to one stream on stderr, one JSON object per line.
 
@@ -66,6 +102,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):
         raise ValueError(f"unknown log level {level!r}")
+    _ACCESS.service, _ACCESS.json, _ACCESS.enabled = service, json, numeric_level <= logging.INFO
     structlog.configure(
         processors=[*shared, *tracebacks, renderer],
         logger_factory=_stderr_logger,

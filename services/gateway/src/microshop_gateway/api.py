@@ -24,7 +24,7 @@ from microshop_gateway.proxy import (
     response_headers,
 )
 from microshop_gateway.settings import RouteSpec
-from microshop_kit.app import Kit, problem_response
+from microshop_kit.app import ROUTE_KEY, UPSTREAM_KEY, Kit, problem_response
 from microshop_kit.auth import principal_from_authorization
 from microshop_kit.errors import ProblemError, UpstreamUnavailable
 
@@ -133,6 +133,8 @@ class ProxyMiddleware:
             route = gateway.routes.match(method, path)
         except RouteNotFound as exc:
             raise _no_route(exc.path) from exc
+        scope[ROUTE_KEY] = route.prefix
+        scope[UPSTREAM_KEY] = route.service
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         authorization = next((value for name, value in raw_headers if name == b"authorization"), None)
         identity = await _identity(kit, route, authorization.decode("latin-1") if authorization else None)

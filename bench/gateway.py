@@ -1,0 +1,167 @@
+"""What the gateway hop costs, side by side in one run: direct calls vs the gateway vs nginx as a keep-alive
+reverse proxy, in front of the same upstream (issue 7).
+
+Two upstreams: a hello-world ASGI app on granian (the proxy's own cost dominates), and the real products
+service's catalog list (20 items, 12 pages rotating). The gateway runs with its response cache off
+(GATEWAY_RESPONSE_CACHE_SECONDS=0) so every request crosses the hop, as through nginx (no proxy_cache).
+Targets: gateway >= 0.5 of direct on hello-world; >= 0.9 of direct on the catalog with <= 2 ms added at p50.
+Needs wrk and nginx (`apt-get install -y wrk nginx`).
+Run: .venv/bin/python bench/gateway.py [--seconds 10] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from loadgen import wrk
+
+from microshop_launcher import Platform, PlatformConfig
+from microshop_launcher.processes import free_port
+
+HERE = Path(__file__).parent
+LISTINGS = [
+    f"/api/v1/products?limit=20&sort={sort}&page={page}"
+    for sort in ("name", "price", "-price", "newest")
+    for page in (1, 2, 3)
+]
+HELLO = ["/api/v1/products/hello"]
+
+NGINX_CONF = """
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
+    }}
+}}
+"""
+
+
+def wait_live(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()  # noqa: S310 - a loopback http URL built here
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str] | None = None, live: str | None = None) -> Iterator[None]:
+    quiet = subprocess.DEVNULL
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=quiet, stderr=quiet)
+    try:
+        if live:
+            wait_live(live)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def nginx(upstream_port: int) -> Iterator[str]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as root:
+        conf = Path(root) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(root=root, upstream=upstream_port, port=port))
+        with process(["nginx", "-c", str(conf), "-g", "daemon off;"]):
+            wait_live(f"http://127.0.0.1:{port}/livez")
+            yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def gateway(products_url: str, root: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_DATA_DIR": str(root / "gateway"),
+        "GATEWAY_PRODUCTS_URL": products_url,
+        "GATEWAY_RESPONSE_CACHE_SECONDS": "0",
+        "GATEWAY_LOG_JSON": "true",
+    }
+    with process([sys.executable, "-m", "microshop_gateway", "serve"], env, f"http://127.0.0.1:{port}/livez"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def compare(direct: str, upstream_port: int, paths: list[str], root: Path, seconds: float, c: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"direct": wrk(direct, paths, seconds, c)}
+    with gateway(direct, root) as url:
+        result["gateway"] = wrk(url, paths, seconds, c)
+    with nginx(upstream_port) as url:
+        result["nginx"] = wrk(url, paths, seconds, c)
+    base = result["direct"]
+    for name in ("gateway", "nginx"):
+        result[f"{name}_to_direct"] = round(result[name]["req_per_s"] / base["req_per_s"], 2)
+        result[f"{name}_added_p50_ms"] = round(result[name]["p50_ms"] - base["p50_ms"], 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed: apt-get install -y {tool}")
+    report: dict[str, Any] = {"concurrency": args.concurrency, "seconds": args.seconds}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        port = free_port()
+        granian = str(Path(sys.executable).parent / "granian")
+        hello = [granian, "--interface", "asgi", "--loop", "uvloop", "--port", str(port)]
+        hello += ["--log-level", "warning", "--working-dir", str(HERE), "hello_upstream:app"]
+        with process(hello, live=f"http://127.0.0.1:{port}/livez"):
+            report["hello_world"] = compare(
+                f"http://127.0.0.1:{port}", port, HELLO, root, args.seconds, args.concurrency
+            )
+        no_cache = {"PRODUCTS_RESPONSE_CACHE_SECONDS": "0"}
+        platform = Platform(PlatformConfig.isolated(root / "platform", extra_env=no_cache))
+        try:
+            platform.start(timeout=90)
+            platform.run_cli("products", "seed")
+            products = platform.url("products")
+            report["catalog_list"] = compare(
+                products, platform.port("products"), LISTINGS, root, args.seconds, args.concurrency
+            )
+        finally:
+            platform.stop()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
