@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from microshop_kit.app import PrincipalDep
+from microshop_kit.app import AdminDep, PrincipalDep
 from microshop_kit.errors import ProblemError, invalid, not_found
 from microshop_orders import domain
-from microshop_orders.handlers import KeyInFlight, KeyReused, Orders
+from microshop_orders.domain import Status
+from microshop_orders.handlers import KeyInFlight, KeyReused, Orders, PaymentsUnavailable
 
 router = APIRouter()
 SKU = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -79,10 +80,21 @@ class TimelineEntry(BaseModel):
     note: str | None
 
 
+class Shipment(BaseModel):
+    carrier: str
+    tracking_number: str
+
+
 class OrderOut(BaseModel):
     id: str
     status: str
     reason: str | None
+    #: While AWAITING_PAYMENT: what the customer must do (``{"type": "redirect_to_url", "url": ...}``).
+    next_action: dict[str, Any] | None
+    action_deadline: str | None
+    cancellation_pending: bool
+    refunded: int
+    shipment: Shipment | None
     lines: list[OrderLineOut]
     total: int
     currency: str
@@ -91,6 +103,11 @@ class OrderOut(BaseModel):
     created_at: str
     updated_at: str
     timeline: list[TimelineEntry]
+
+
+class ShipIn(Strict):
+    carrier: str = Field(min_length=1, max_length=50)
+    tracking_number: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
 
 
 class OrderPage(BaseModel):
@@ -121,6 +138,8 @@ def _domain_problem(exc: domain.OrderError) -> ProblemError:
             skus=exc.skus,
             errors=[{"loc": ["body", "lines"], "msg": str(exc), "type": "unknown_product"}],
         )
+    if isinstance(exc, domain.OrderStateError):
+        return ProblemError(409, "Conflict", str(exc), type_="/problems/order-state")
     if isinstance(exc, domain.EmptyCart):
         return ProblemError(422, "Unprocessable Content", str(exc), type_="/problems/empty-cart")
     return ProblemError(422, "Unprocessable Content", str(exc), type_="/problems/order-rule")
@@ -192,6 +211,15 @@ async def place_order(
             type_="/problems/idempotency-key-in-flight",
             headers={"Retry-After": "1"},
         ) from exc
+    except PaymentsUnavailable as exc:
+        raise ProblemError(
+            503,
+            "Service Unavailable",
+            "Payments are unavailable right now (circuit open), so no order was taken and nothing was charged. "
+            "Please try again shortly.",
+            type_="/problems/payments-unavailable",
+            headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+        ) from exc
     except domain.OrderError as exc:
         raise _domain_problem(exc) from exc
     headers = {"Location": f"/api/v1/orders/{view['id']}"}
@@ -212,6 +240,43 @@ async def list_orders(
 async def read_order(order_id: str, principal: PrincipalDep, orders: OrdersDep) -> dict[str, Any]:
     # Another customer's order is reported as missing, so ids cannot be probed.
     view = await orders.view(order_id, user_id=None if principal.is_admin else principal.user_id)
+    if view is None:
+        raise not_found("Order", order_id)
+    return view
+
+
+@router.post("/api/v1/orders/{order_id}/cancel", response_model=OrderOut)
+async def cancel_order(order_id: str, principal: PrincipalDep, orders: OrdersDep) -> JSONResponse:
+    """Cancel before shipping: the payment is refunded (or its pending approval cancelled) and the stock returned.
+    200 once CANCELLED; 202 while the refund or the restock is still under way (poll the order)."""
+    try:
+        view = await orders.cancel(order_id, user_id=principal.user_id)
+    except domain.OrderError as exc:
+        raise _domain_problem(exc) from exc
+    if view is None:
+        raise not_found("Order", order_id)
+    status = 200 if view["status"] == Status.CANCELLED else 202
+    body = OrderOut.model_validate(view).model_dump(mode="json")
+    return JSONResponse(body, status_code=status, headers={"Location": f"/api/v1/orders/{order_id}"})
+
+
+@router.post("/api/v1/admin/orders/{order_id}/ship", response_model=OrderOut)
+async def ship_order(order_id: str, body: ShipIn, _admin: AdminDep, orders: OrdersDep) -> dict[str, Any]:
+    """Admin: a CONFIRMED order leaves the warehouse (publishes ``order.shipped.v1``)."""
+    return await _mark(orders, order_id, Status.SHIPPED, carrier=body.carrier, tracking_number=body.tracking_number)
+
+
+@router.post("/api/v1/admin/orders/{order_id}/deliver", response_model=OrderOut)
+async def deliver_order(order_id: str, _admin: AdminDep, orders: OrdersDep) -> dict[str, Any]:
+    """Admin: a SHIPPED order reached the customer (publishes ``order.delivered.v1``)."""
+    return await _mark(orders, order_id, Status.DELIVERED)
+
+
+async def _mark(orders: Orders, order_id: str, to: Status, **fields: str) -> dict[str, Any]:
+    try:
+        view = await orders.mark(order_id, to, **fields)
+    except domain.OrderError as exc:
+        raise _domain_problem(exc) from exc
     if view is None:
         raise not_found("Order", order_id)
     return view

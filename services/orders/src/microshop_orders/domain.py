@@ -9,9 +9,17 @@ from dataclasses import dataclass
 
 class Status(enum.StrEnum):
     PENDING = "PENDING"
+    #: The payment needs the customer (3-D Secure, PayPal approval): the order carries ``next_action``.
+    AWAITING_PAYMENT = "AWAITING_PAYMENT"
     CONFIRMED = "CONFIRMED"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+
+
+#: Statuses a saga runner still drives (the recovery loop picks them up).
+IN_PROGRESS = frozenset({Status.PENDING, Status.AWAITING_PAYMENT})
 
 
 class Step(enum.StrEnum):
@@ -20,6 +28,8 @@ class Step(enum.StrEnum):
     STARTED = "started"
     USER_VALIDATED = "user_validated"
     RESERVED = "reserved"
+    #: The payment waits for the customer's approval (3-D Secure, PayPal); the order is AWAITING_PAYMENT.
+    PAYMENT_ACTION = "payment_action"
     CHARGED = "charged"
     COMMITTED = "committed"
     DONE = "done"
@@ -93,11 +103,31 @@ DECLINE_REASONS = {
     "card_declined": "Your card was declined. Please use another card or payment method.",
     "insufficient_funds": "Your card has insufficient funds. Please use another card or payment method.",
     "expired_card": "Your card has expired. Please use another card.",
+    "incorrect_cvc": "Your card's security code (CVC) is incorrect. Please check it or use another card.",
+    "processing_error": "The payment provider could not process your payment. You were not charged; please try "
+    "again later.",
+    "authentication_failed": "The payment was not approved (3-D Secure check or PayPal approval). You were not "
+    "charged.",
+    "payment_denied": "The payment was not approved. You were not charged.",
+    "payment_not_completed": "The payment was not completed in time, so the order was cancelled. You were not charged.",
 }
 
 
 def decline_reason(code: str | None) -> str:
     return DECLINE_REASONS.get(code or "", "Your payment was declined. Please use another payment method.")
+
+
+class OrderStateError(OrderError):
+    """The order is not in a state that allows this action."""
+
+
+def can_cancel(status: Status, cancel_requested: bool) -> bool:
+    """A customer may cancel before shipping: while the payment waits for them, or once confirmed."""
+    return not cancel_requested and status in (Status.AWAITING_PAYMENT, Status.CONFIRMED)
+
+
+#: The status an admin moves an order to, from the one it must be in.
+ADMIN_TRANSITIONS = {Status.SHIPPED: Status.CONFIRMED, Status.DELIVERED: Status.SHIPPED}
 
 
 def out_of_stock_reason(skus: Iterable[str]) -> str:

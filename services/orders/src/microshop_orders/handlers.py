@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from microshop_contracts import OrderDelivered, OrderShipped
+from microshop_kit.bus import Outbox
 from microshop_kit.db import Row
 from microshop_kit.errors import IntegrityError, UpstreamUnavailable
 from microshop_kit.http import ServiceClient
 from microshop_orders import domain
-from microshop_orders.domain import Line, Status
+from microshop_orders.domain import IN_PROGRESS, Line, Status
 from microshop_orders.saga import Saga
 from microshop_orders.store import CartStore, OrderStore, lines_from_json
 
@@ -23,6 +25,14 @@ class KeyReused(Exception):
 
 class KeyInFlight(Exception):
     """The first request with this Idempotency-Key is still being processed."""
+
+
+class PaymentsUnavailable(Exception):
+    """Payments is failing (its circuit is open): no order is taken until it recovers."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("payments circuit open")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,9 @@ class Orders:
     orders: OrderStore
     saga: Saga
     products: ServiceClient
+    payments: ServiceClient
+    outbox: Outbox
     checkout_budget: float
-    running: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -------------------------------------------------------------------------------------------------- cart
 
@@ -107,6 +118,10 @@ class Orders:
         existing = await self.orders.idempotency(user_id, key)
         if existing is not None:
             return self._replay(existing, request_hash)
+        breaker = self.payments.breaker
+        if breaker is not None and breaker.state == "open":
+            # Fail fast, before any stock is held: nothing is stored, so the same key may be sent again later.
+            raise PaymentsUnavailable(breaker.open_seconds)
         lines = await self._priced_cart(user_id)
         total, currency = domain.total_of(lines)
         order_id = str(uuid.uuid4())
@@ -127,13 +142,10 @@ class Orders:
             if existing is None:
                 raise
             return self._replay(existing, request_hash)
-        task = asyncio.create_task(self.saga.run(order_id), name=f"saga-{order_id}")
-        self.running.add(task)
-        task.add_done_callback(self.running.discard)
-        await asyncio.wait({task}, timeout=self.checkout_budget)
+        await asyncio.wait({self.saga.start(order_id)}, timeout=self.checkout_budget)
         view = await self.view(order_id)
         assert view is not None
-        await self.orders.finish_idempotency(order_id, 202 if view["status"] == Status.PENDING else 201, view)
+        await self.orders.finish_idempotency(order_id, 202 if view["status"] in IN_PROGRESS else 201, view)
         stored = await self.orders.idempotency(user_id, key)
         assert stored is not None
         return int(stored["status_code"]), json.loads(stored["response_body"])
@@ -175,8 +187,64 @@ class Orders:
     async def finished(self, order_id: str) -> None:
         """A saga ended: settle the idempotency key if the request that started it never did (a crash)."""
         view = await self.view(order_id)
-        if view is not None:
+        if view is not None and view["status"] not in IN_PROGRESS:
             await self.orders.finish_idempotency(order_id, 201, view)
+
+    async def cancel(self, order_id: str, *, user_id: str) -> dict[str, Any] | None:
+        """Cancel the customer's order before shipping (refund, restock); None when it is not theirs.
+
+        The cancellation runs at once within the checkout budget and is finished by the recovery loop if a
+        service does not answer; the order says CANCELLED once the money and the stock are back.
+        """
+        found, accepted = await self.orders.request_cancel(order_id, user_id, "Cancelled at your request.")
+        if found is None:
+            return None
+        if not accepted:
+            raise domain.OrderStateError(
+                f"Order {order_id} is {found['status']}"
+                + (" and already being cancelled" if found["cancel_requested"] else "")
+                + "; only an order awaiting payment or confirmed and not shipped yet can be cancelled."
+            )
+        await asyncio.wait({self.saga.start(order_id)}, timeout=self.checkout_budget)
+        return await self.view(order_id)
+
+    async def mark(
+        self, order_id: str, to: Status, *, carrier: str | None = None, tracking_number: str | None = None
+    ) -> dict[str, Any] | None:
+        """An admin marks an order shipped (with carrier and tracking number) or delivered; None: no such order."""
+        order = await self.orders.get(order_id)
+        if order is None:
+            return None
+        source = domain.ADMIN_TRANSITIONS[to]
+        async with self.orders.db.transaction() as tx:
+            if to is Status.SHIPPED:
+                assert carrier is not None and tracking_number is not None
+                moved = await self.orders.move(
+                    tx,
+                    order_id,
+                    to=to,
+                    source=source,
+                    note=f"Shipped with {carrier}, tracking number {tracking_number}",
+                    carrier=carrier,
+                    tracking_number=tracking_number,
+                )
+                event: OrderShipped | OrderDelivered = OrderShipped(
+                    order_id=order_id, user_id=order["user_id"], email=order["email"] or "",
+                    name=order["customer_name"] or "", carrier=carrier, tracking_number=tracking_number,
+                )  # fmt: skip
+            else:
+                moved = await self.orders.move(tx, order_id, to=to, source=source, note="Delivered")
+                event = OrderDelivered(
+                    order_id=order_id, user_id=order["user_id"], email=order["email"] or "",
+                    name=order["customer_name"] or "",
+                )  # fmt: skip
+            if moved:
+                await self.outbox.add(tx, event)
+        if not moved:
+            raise domain.OrderStateError(
+                f"Order {order_id} is {order['status']}; only a {source.value} order can be marked {to.value}."
+            )
+        return await self.view(order_id)
 
     async def view(self, order_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
         order = await self.orders.get(order_id)
@@ -191,10 +259,17 @@ class Orders:
 
 def _order_view(order: Row, timeline: list[Row]) -> dict[str, Any]:
     lines = lines_from_json(order["lines"])
+    waiting = order["status"] == Status.AWAITING_PAYMENT and not order["compensating"]
+    shipped = order["carrier"] is not None
     return {
         "id": order["id"],
         "status": order["status"],
-        "reason": order["reason"] if order["status"] != Status.PENDING else None,
+        "reason": order["reason"] if order["status"] not in IN_PROGRESS else None,
+        "next_action": json.loads(order["next_action"]) if waiting and order["next_action"] else None,
+        "action_deadline": order["action_deadline"] if waiting else None,
+        "cancellation_pending": bool(order["cancel_requested"]),
+        "refunded": order["refunded"],
+        "shipment": {"carrier": order["carrier"], "tracking_number": order["tracking_number"]} if shipped else None,
         "lines": [{**asdict(line), "line_total": line.total} for line in lines],
         "total": order["total"],
         "currency": order["currency"],

@@ -25,5 +25,17 @@ class OrdersSettings(ServiceSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     #: How long a tripped circuit breaker refuses calls to an upstream before a trial call.
     breaker_open_seconds: float = Field(default=5.0, gt=0)
+    #: How long a payment may wait for the customer (3-D Secure, PayPal approval) before the order is rejected
+    #: and its stock released. Keep it below products' reservation TTL, or an approval may find the stock gone
+    #: (the order is then refunded and rejected).
+    action_timeout_seconds: float = Field(default=900.0, gt=0)
+    #: While a payment waits for the customer, payments is asked for its status this often (the payment events
+    #: normally resume the order first).
+    payment_poll_seconds: float = Field(default=5.0, gt=0)
+    #: Charge attempts on the provider's retryable processing error before the order is rejected.
+    payment_attempts: int = Field(default=3, ge=1, le=10)
+    #: Tests only: a saga point (``after:charge``, ``before:confirm`` ...) where every saga stops for good, so
+    #: a test can kill the process exactly there. Never set outside the crash tests.
+    fault_hold_at: str | None = None
     max_cart_lines: int = Field(default=50, ge=1)
     max_quantity: int = Field(default=99, ge=1)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from microshop_kit.db import Database, Row, Tx
-from microshop_orders.domain import Line, Status, Step
+from microshop_orders.domain import Line, Status, Step, can_cancel
 
 
 def now() -> datetime:
@@ -67,6 +67,9 @@ _ORDER_COLUMNS = (
     "id, user_id, status, reason, saga_step, compensating, lines, total, currency, shipping_address, "
     "payment_method_id, payment_id, email, customer_name, attempts, next_attempt_at, created_at, updated_at"
 )
+_MORE_COLUMNS = ", next_action, action_deadline, payment_outcome, cancel_requested, refunded, carrier, tracking_number"
+#: An order some runner must still drive: a saga in progress, or a cancellation not finished yet.
+_UNFINISHED = "(status IN ('PENDING', 'AWAITING_PAYMENT') OR cancel_requested = 1)"
 
 
 class OrderStore:
@@ -131,11 +134,13 @@ class OrderStore:
     # ---------------------------------------------------------------------------------------------- orders
 
     async def get(self, order_id: str) -> Row | None:
-        return await self.db.fetchrow(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = :id", {"id": order_id})
+        return await self.db.fetchrow(
+            f"SELECT {_ORDER_COLUMNS}{_MORE_COLUMNS} FROM orders WHERE id = :id", {"id": order_id}
+        )
 
     async def for_user(self, user_id: str, *, limit: int, offset: int) -> tuple[list[Row], int]:
         rows = await self.db.fetch(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = :u ORDER BY created_at DESC, id "
+            f"SELECT {_ORDER_COLUMNS}{_MORE_COLUMNS} FROM orders WHERE user_id = :u ORDER BY created_at DESC, id "
             "LIMIT :limit OFFSET :offset",
             {"u": user_id, "limit": limit, "offset": offset},
         )
@@ -156,7 +161,7 @@ class OrderStore:
 
     async def due(self, limit: int = 20) -> list[str]:
         rows = await self.db.fetch(
-            "SELECT id FROM orders WHERE status = 'PENDING' AND next_attempt_at <= :now "
+            f"SELECT id FROM orders WHERE {_UNFINISHED} AND next_attempt_at <= :now "
             "ORDER BY next_attempt_at LIMIT :limit",
             {"now": iso(now()), "limit": limit},
         )
@@ -168,8 +173,8 @@ class OrderStore:
         """Take the order's lease so only one runner (request, recovery loop, other instance) drives it."""
         moment = now()
         changed = await self.db.execute(
-            "UPDATE orders SET lease_owner = :owner, lease_until = :until WHERE id = :id AND status = 'PENDING' "
-            "AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :owner)",
+            f"UPDATE orders SET lease_owner = :owner, lease_until = :until WHERE id = :id AND {_UNFINISHED} "
+            "AND (lease_until IS NULL OR lease_until < :now)",
             {
                 "owner": owner,
                 "until": iso(moment + timedelta(seconds=lease_seconds)),
@@ -185,8 +190,9 @@ class OrderStore:
             {"id": order_id, "owner": owner},
         )
 
-    async def advance(self, order_id: str, step: Step, **fields: Any) -> None:
-        """Persist the step reached (and what it learnt) before the saga takes the next one."""
+    async def advance(self, order_id: str, step: Step, *, note: str | None = None, **fields: Any) -> None:
+        """Persist the step reached (and what it learnt) before the saga takes the next one; a ``status`` among
+        the fields is also written to the timeline with ``note``."""
         sets = ", ".join(f"{name} = :{name}" for name in fields)
         async with self.db.transaction() as tx:
             await tx.execute(
@@ -194,6 +200,69 @@ class OrderStore:
                 "WHERE id = :id",
                 {"step": step.value, "at": iso(now()), "id": order_id, **fields},
             )
+            if "status" in fields:
+                await self.add_timeline(tx, order_id, fields["status"], note)
+
+    async def await_payment_action(
+        self, order_id: str, *, payment_id: str | None, next_action: dict[str, Any], deadline: datetime
+    ) -> None:
+        """The payment waits for the customer: AWAITING_PAYMENT with what they must do, until ``deadline``."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE orders SET status = 'AWAITING_PAYMENT', saga_step = :step, attempts = 0, payment_id = :p, "
+                "next_action = :a, action_deadline = :d, updated_at = :at WHERE id = :id AND status = 'PENDING'",
+                {
+                    "step": Step.PAYMENT_ACTION.value,
+                    "p": payment_id,
+                    "a": json.dumps(next_action),
+                    "d": iso(deadline),
+                    "at": iso(now()),
+                    "id": order_id,
+                },
+            )
+            await self.add_timeline(tx, order_id, "AWAITING_PAYMENT", "Waiting for you to approve the payment")
+
+    @staticmethod
+    async def record_payment_outcome(tx: Tx, order_id: str, outcome: str) -> bool:
+        """Note what payments announced (``captured`` or ``failed:<code>``) and make the order due now."""
+        changed = await tx.execute(
+            "UPDATE orders SET payment_outcome = :o, next_attempt_at = :at "
+            "WHERE id = :id AND status IN ('PENDING', 'AWAITING_PAYMENT') AND payment_outcome IS NULL",
+            {"o": outcome, "at": iso(now()), "id": order_id},
+        )
+        return changed == 1
+
+    async def request_cancel(self, order_id: str, user_id: str, reason: str) -> tuple[Row | None, bool]:
+        """Mark the customer's order for cancellation when it may still be cancelled. Returns the order's status
+        row as it was (None: no such order of this user) and whether the cancellation was accepted."""
+        async with self.db.transaction() as tx:
+            order = await tx.fetchrow(
+                f"SELECT status, cancel_requested FROM orders WHERE id = :id AND user_id = :u{tx.for_update}",
+                {"id": order_id, "u": user_id},
+            )
+            if order is None or not can_cancel(Status(order["status"]), bool(order["cancel_requested"])):
+                return order, False
+            compensate = order["status"] == "AWAITING_PAYMENT"
+            await tx.execute(
+                "UPDATE orders SET cancel_requested = 1, compensating = CASE WHEN :c = 1 THEN 1 ELSE compensating END, "
+                "reason = :r, next_attempt_at = :at, attempts = 0, updated_at = :at WHERE id = :id",
+                {"c": int(compensate), "r": reason, "at": iso(now()), "id": order_id},
+            )
+            await self.add_timeline(tx, order_id, "CANCELLATION_REQUESTED", reason)
+            return order, True
+
+    async def move(self, tx: Tx, order_id: str, *, to: Status, source: Status, note: str, **fields: Any) -> bool:
+        """Move an order from ``source`` to ``to`` (an admin's shipped/delivered), with its timeline entry."""
+        sets = "".join(f", {name} = :{name}" for name in fields)
+        changed = await tx.execute(
+            f"UPDATE orders SET status = :to, updated_at = :at{sets} "
+            "WHERE id = :id AND status = :source AND cancel_requested = 0",
+            {"to": to.value, "source": source.value, "at": iso(now()), "id": order_id, **fields},
+        )
+        if changed != 1:
+            return False
+        await self.add_timeline(tx, order_id, to.value, note)
+        return True
 
     async def start_compensation(self, order_id: str, reason: str) -> None:
         async with self.db.transaction() as tx:
@@ -202,17 +271,27 @@ class OrderStore:
                 {"r": reason, "at": iso(now()), "id": order_id},
             )
 
-    async def postpone(self, order_id: str, delay_seconds: float, error: str) -> None:
+    async def postpone(self, order_id: str, delay_seconds: float, error: str, *, count: bool = True) -> None:
+        """Leave the order for the recovery loop after ``delay_seconds``; ``count``: a failed attempt (backoff)."""
         await self.db.execute(
-            "UPDATE orders SET attempts = attempts + 1, next_attempt_at = :next, updated_at = :at, "
+            f"UPDATE orders SET attempts = attempts + {1 if count else 0}, next_attempt_at = :next, "
             "lease_owner = NULL, lease_until = NULL WHERE id = :id",
-            {"next": iso(now() + timedelta(seconds=delay_seconds)), "at": iso(now()), "id": order_id},
+            {"next": iso(now() + timedelta(seconds=delay_seconds)), "id": order_id},
         )
 
-    async def finish(self, tx: Tx, order_id: str, status: Status, reason: str | None, note: str) -> None:
+    async def finish(
+        self, tx: Tx, order_id: str, status: Status, reason: str | None, note: str, *, refunded: int = 0
+    ) -> None:
         await tx.execute(
-            "UPDATE orders SET status = :s, reason = :r, saga_step = :step, updated_at = :at, "
-            "lease_owner = NULL, lease_until = NULL WHERE id = :id",
-            {"s": status.value, "r": reason, "step": Step.DONE.value, "at": iso(now()), "id": order_id},
+            "UPDATE orders SET status = :s, reason = :r, saga_step = :step, updated_at = :at, next_action = NULL, "
+            "cancel_requested = 0, refunded = :refunded, lease_owner = NULL, lease_until = NULL WHERE id = :id",
+            {
+                "s": status.value,
+                "r": reason,
+                "step": Step.DONE.value,
+                "at": iso(now()),
+                "id": order_id,
+                "refunded": refunded,
+            },
         )
         await self.add_timeline(tx, order_id, status.value, note)

@@ -1,0 +1,182 @@
+"""Checkout throughput of the real platform through the gateway, on SQLite and on PostgreSQL, invariants checked.
+
+Target (issue 5), concurrency 16 on this machine: >= 500 orders/s with p99 <= 150 ms on SQLite. Each of the 16
+workers is one signed-in customer with a card who, back to back, puts one unit in the cart (``PUT /api/v1/cart``)
+and places the order (``POST /api/v1/orders``: validate user, reserve, charge, commit, confirm). Reported: orders/s
+over the run (the cart call included: it is part of every checkout), and p50/p99 of ``POST /api/v1/orders`` and
+of the cart call. After the run every order must be final, confirmed orders == captured payments, and per SKU
+on hand + reserved + sold == received with nothing left reserved.
+The load generator is an asyncio aiohttp client in this process; it shares the 2 CPUs with the services, so the
+figures are a floor. The load average at the start is reported beside them.
+Run: .venv/bin/python bench/checkout.py [--seconds 10] [--concurrency 16] [--no-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from microshop_launcher import Platform, PlatformConfig
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+SKUS = ["COF-003", "COF-001", "TEA-006", "KIT-001"]
+ADDRESS = {"name": "Bench", "line1": "1 Road", "city": "Town", "postal_code": "1", "country": "GB"}
+CARD = {"type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    latencies = sorted(latencies)
+    return {
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+    }
+
+
+async def customer(session: aiohttp.ClientSession, base: str) -> tuple[dict[str, str], str]:
+    email, password = f"bench-{uuid.uuid4().hex[:12]}@example.com", "correct horse battery staple"
+    async with session.post(f"{base}/api/v1/users", json={"email": email, "password": password, "name": "Bench"}):
+        pass
+    async with session.post(f"{base}/api/v1/auth/token", json={"email": email, "password": password}) as response:
+        auth = {"Authorization": f"Bearer {(await response.json())['access_token']}"}
+    async with session.post(f"{base}/api/v1/payment-methods", json=CARD, headers=auth) as response:
+        method = str((await response.json())["id"])
+    return auth, method
+
+
+async def load(base: str, seconds: float, concurrency: int) -> dict[str, Any]:
+    """``concurrency`` customers check out back to back for ``seconds``."""
+    orders: list[float] = []
+    carts: list[float] = []
+    statuses: dict[str, int] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        buyers = [await customer(session, base) for _ in range(concurrency)]
+
+        async def checkout(auth: dict[str, str], method: str, n: int) -> tuple[float, float, int]:
+            start = time.perf_counter()
+            cart = {"lines": [{"sku": SKUS[n % len(SKUS)], "quantity": 1}]}
+            async with session.put(f"{base}/api/v1/cart", json=cart, headers=auth) as response:
+                await response.read()
+            placed = time.perf_counter()
+            headers = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+            body = {"shipping_address": ADDRESS, "payment_method_id": method}
+            async with session.post(f"{base}/api/v1/orders", json=body, headers=headers) as response:
+                answer = await response.json()
+                status = response.status if response.status != 201 else answer["status"]
+            return placed - start, time.perf_counter() - placed, status
+
+        for n, (auth, method) in enumerate(buyers):  # warm the connections and the caches
+            await checkout(auth, method, n)
+        deadline = time.perf_counter() + seconds
+
+        async def worker(auth: dict[str, str], method: str, index: int) -> None:
+            n = index
+            while time.perf_counter() < deadline:
+                cart_s, order_s, status = await checkout(auth, method, n)
+                carts.append(cart_s)
+                orders.append(order_s)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                n += concurrency
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(auth, method, i) for i, (auth, method) in enumerate(buyers)))
+        elapsed = time.perf_counter() - started
+    return {
+        "orders": len(orders),
+        "orders_per_s": round(len(orders) / elapsed),
+        "place_order": percentiles(orders),
+        "put_cart": percentiles(carts),
+        "outcomes": statuses,
+    }
+
+
+async def stock_up(platform: Platform, units: int) -> None:
+    db = await platform.open_database("products")
+    try:
+        for sku in SKUS:
+            await db.execute(
+                "UPDATE stock SET on_hand = :units, received = :units + reserved + sold WHERE sku = :sku",
+                {"sku": sku, "units": units},
+            )
+    finally:
+        await db.close()
+
+
+async def invariants(platform: Platform) -> dict[str, Any]:
+    """Wait for every order to be final, then check money against orders and the stock books."""
+    orders_db = await platform.open_database("orders")
+    payments_db = await platform.open_database("payments")
+    products_db = await platform.open_database("products")
+    try:
+        for _ in range(300):
+            unfinished = await orders_db.fetchval(
+                "SELECT count(*) FROM orders WHERE status IN ('PENDING', 'AWAITING_PAYMENT')"
+            )
+            if not unfinished:
+                break
+            await asyncio.sleep(0.2)
+        confirmed = await orders_db.fetchval("SELECT count(*) FROM orders WHERE status = 'CONFIRMED'")
+        captured = await payments_db.fetchval(
+            "SELECT count(*) FROM payments WHERE status IN ('succeeded', 'captured') AND amount > 0"
+        )
+        broken = await products_db.fetch(
+            "SELECT sku FROM stock WHERE on_hand + reserved + sold <> received OR on_hand < 0 OR reserved <> 0"
+        )
+    finally:
+        for db in (orders_db, payments_db, products_db):
+            await db.close()
+    result = {"unfinished": int(unfinished), "confirmed": int(confirmed), "captured": int(captured)}
+    assert result["unfinished"] == 0, result
+    assert result["confirmed"] == result["captured"], f"confirmed orders != captured payments: {result}"
+    assert broken == [], f"stock books broken for {broken}"
+    return {**result, "stock_conserved": True}
+
+
+def run(dialect: str, seconds: float, concurrency: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        extra: dict[str, Any] = {}
+        if dialect == "postgresql":
+            extra = {"postgres_url": POSTGRES, "database_prefix": f"bench_{uuid.uuid4().hex[:8]}"}
+        platform = Platform(PlatformConfig.isolated(Path(tmp), **extra))
+        try:
+            platform.start(timeout=90)
+            platform.run_cli("products", "seed")
+            asyncio.run(stock_up(platform, 10_000_000))
+            result = asyncio.run(load(platform.gateway_url, seconds, concurrency))
+            result["invariants"] = asyncio.run(invariants(platform))
+            return result
+        finally:
+            platform.stop()
+            if dialect == "postgresql":
+                platform.drop_databases()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    for dialect in ("sqlite", *(() if args.no_postgres else ("postgresql",))):
+        report[dialect] = run(dialect, args.seconds, args.concurrency)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
