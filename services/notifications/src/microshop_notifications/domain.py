@@ -1,13 +1,21 @@
-"""Notification rules with no I/O: message states, money formatting, retry policy, SMTP reply classes."""
+"""Notification rules with no I/O: channels, message states, money formatting, retry policy, reply classes."""
 
 from __future__ import annotations
 
 import enum
 import random
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
 EMAIL = "email"
+SMS = "sms"
+#: Mail a customer gets because of something they did (an order, an account): no List-Unsubscribe.
+TRANSACTIONAL = "transactional"
+#: Mail a customer may opt out of: carries List-Unsubscribe (RFC 2369) and one-click unsubscribe (RFC 8058).
+MARKETING = "marketing"
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 # ISO 4217 minor-unit exponents that differ from the usual 2.
 _EXPONENTS = {
@@ -43,6 +51,39 @@ class Email:
     subject: str
     text: str
     html: str
+    kind: str = TRANSACTIONAL
+
+
+@dataclass(frozen=True, slots=True)
+class Sms:
+    """A text message ready to record; ``recipient`` is an E.164 number."""
+
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """What the service knows of a user to write to them."""
+
+    user_id: str
+    email: str
+    name: str
+    phone: str | None = None
+    sms_order_updates: bool = False
+    deleted: bool = False
+
+    @property
+    def sms_number(self) -> str | None:
+        """The number order updates go to by SMS, or None (no phone, no opt-in, or the account is gone)."""
+        if self.deleted or not self.sms_order_updates or not self.phone:
+            return None
+        return self.phone if is_e164(self.phone) else None
+
+
+def is_e164(number: str) -> bool:
+    """``+`` and 7 to 15 digits, the first not 0 (ITU-T E.164)."""
+    return _E164.match(number) is not None
 
 
 class SendFailure(Exception):
@@ -51,6 +92,14 @@ class SendFailure(Exception):
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class RecipientUnknown(Exception):
+    """The users service says the user does not exist (or was deleted): no retry can address the message."""
+
+
+class DirectoryUnavailable(Exception):
+    """The users service did not answer a lookup: the message waits and the lookup is tried again later."""
 
 
 def undeliverable(email: Email) -> str | None:

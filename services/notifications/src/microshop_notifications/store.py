@@ -1,4 +1,4 @@
-"""The messages table: recording a message in the consumer's transaction, claiming due ones, outcomes."""
+"""The messages table: recording a message in the consumer's transaction, claiming due ones, outcomes, dead ones."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from microshop_kit.db import Database, Row, Tx
-from microshop_notifications.domain import EMAIL, Email, Status
+from microshop_notifications.domain import EMAIL, SMS, Email, Sms, Status
 
 _DUE = "status IN ('pending', 'failed') AND next_attempt_at <= :now"
+_CLAIMED = (
+    "id, event_id, channel, recipient, user_id, subject, text_body, html_body, message_id, created_at, attempts, "
+    "kind, deferrals"
+)
+_DEAD = "id, event_id, event_type, channel, recipient, user_id, subject, attempts, last_error, created_at"
 
 
 def now() -> datetime:
@@ -27,13 +32,17 @@ class Claimed:
 
     id: str
     event_id: str
+    channel: str
     recipient: str
+    user_id: str | None
     subject: str
     text: str
     html: str | None
     message_id: str
     created_at: str
     attempts: int
+    kind: str
+    deferrals: int
 
 
 class MessageStore:
@@ -46,33 +55,36 @@ class MessageStore:
         *,
         event_id: str,
         event_type: str,
-        email: Email,
+        message: Email | Sms,
         user_id: str | None,
         message_id: str,
         status: Status = Status.PENDING,
         error: str | None = None,
     ) -> bool:
-        """Record an email for an event, in the caller's transaction; False when that event already has one."""
+        """Record a message for an event, in the caller's transaction; False when that event already has one on
+        that channel. An email with no recipient yet is addressed by the sender (a lookup at users)."""
         at = iso(now())
+        is_email = isinstance(message, Email)
         changed = await tx.execute(
             "INSERT INTO messages (id, event_id, event_type, channel, recipient, user_id, subject, text_body, "
-            "html_body, message_id, status, attempts, next_attempt_at, last_error, created_at) VALUES (:id, "
+            "html_body, message_id, status, attempts, next_attempt_at, last_error, created_at, kind) VALUES (:id, "
             ":event_id, :event_type, :channel, :recipient, :user_id, :subject, :text, :html, :message_id, "
-            ":status, 0, :at, :error, :at) ON CONFLICT (event_id, channel) DO NOTHING",
+            ":status, 0, :at, :error, :at, :kind) ON CONFLICT (event_id, channel) DO NOTHING",
             {
                 "id": str(uuid.uuid4()),
                 "event_id": event_id,
                 "event_type": event_type,
-                "channel": EMAIL,
-                "recipient": email.recipient,
+                "channel": EMAIL if is_email else SMS,
+                "recipient": message.recipient,
                 "user_id": user_id,
-                "subject": email.subject,
-                "text": email.text,
-                "html": email.html,
+                "subject": message.subject if isinstance(message, Email) else "",
+                "text": message.text,
+                "html": message.html if isinstance(message, Email) else None,
                 "message_id": message_id,
                 "status": status,
                 "error": error,
                 "at": at,
+                "kind": message.kind if isinstance(message, Email) else "transactional",
             },
         )
         return changed == 1
@@ -100,8 +112,7 @@ class MessageStore:
                 taken = await tx.fetchrow(
                     "UPDATE messages SET attempts = attempts + 1, next_attempt_at = :lease "
                     f"WHERE id = :id AND {_DUE} "
-                    "RETURNING id, event_id, recipient, subject, text_body, html_body, message_id, created_at, "
-                    "attempts",
+                    f"RETURNING {_CLAIMED}",
                     {"id": row["id"], **params},
                 )
                 if taken is not None:
@@ -133,6 +144,45 @@ class MessageStore:
             },
         )
 
+    async def defer(self, message: Claimed, error: str, retry_in: float) -> None:
+        """The recipient could not be looked up: wait and try again, the attempt not counted against it."""
+        await self.db.execute(
+            "UPDATE messages SET status = 'failed', attempts = attempts - 1, deferrals = deferrals + 1, "
+            "last_error = :error, next_attempt_at = :next WHERE id = :id AND attempts = :attempts",
+            {
+                "id": message.id,
+                "attempts": message.attempts,
+                "error": error[:2000],
+                "next": iso(now() + timedelta(seconds=retry_in)),
+            },
+        )
+
+    async def address(self, message_id: str, recipient: str) -> None:
+        await self.db.execute("UPDATE messages SET recipient = :r WHERE id = :id", {"r": recipient, "id": message_id})
+
+    async def dead(self, *, limit: int) -> list[Row]:
+        """Messages given up on, newest first, with their last error."""
+        return await self.db.fetch(
+            f"SELECT {_DEAD} FROM messages WHERE status = 'dead' ORDER BY created_at DESC, id LIMIT :limit",
+            {"limit": limit},
+        )
+
+    async def requeue_dead(self, ids: list[str] | None = None) -> int:
+        """Make dead messages due again now with a fresh count of attempts (all of them, or those ``ids``)."""
+        params: dict[str, object] = {"now": iso(now())}
+        where = "status = 'dead'"
+        if ids is not None:
+            names = {f"i{n}": value for n, value in enumerate(ids)}
+            if not names:
+                return 0
+            where += f" AND id IN ({', '.join(':' + name for name in names)})"
+            params.update(names)
+        return await self.db.execute(
+            f"UPDATE messages SET status = 'pending', attempts = 0, deferrals = 0, next_attempt_at = :now "
+            f"WHERE {where}",
+            params,
+        )
+
     async def history(self, *, user_id: str | None, limit: int) -> list[Row]:
         """Newest first; every user's when ``user_id`` is None."""
         columns = "id, channel, subject, status, created_at, sent_at"
@@ -150,11 +200,15 @@ def _claimed(row: Row) -> Claimed:
     return Claimed(
         id=row["id"],
         event_id=row["event_id"],
+        channel=row["channel"],
         recipient=row["recipient"],
+        user_id=row["user_id"],
         subject=row["subject"],
         text=row["text_body"],
         html=row["html_body"],
         message_id=row["message_id"],
         created_at=row["created_at"],
         attempts=row["attempts"],
+        kind=row["kind"],
+        deferrals=row["deferrals"],
     )
