@@ -127,9 +127,6 @@ def test_cancelling_while_the_payment_waits_releases_the_stock(any_platform: Pla
     assert state["payments"][waiting["id"]]["status"] == "canceled", "a cancelled order cannot be paid later"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs products' POST /internal/v1/reservations/{order_id}/return (sold stock back on hand)"
-)
 def test_cancelling_a_confirmed_order_refunds_and_restocks(any_platform: Platform, shop_for: ShopFor) -> None:
     shop = _buyer(any_platform, shop_for)
     sku = _sku(shop)

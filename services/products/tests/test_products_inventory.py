@@ -176,6 +176,36 @@ async def test_committed_reservation_cannot_be_released(shop: Service) -> None:
     assert await shop.stock("BEANS") == {"on_hand": 9, "reserved": 0, "sold": 1, "received": 10}
 
 
+async def test_return_gives_sold_units_back_once(shop: Service) -> None:
+    order_id = order()
+    await shop.client.post(RESERVE, json=reservation(order_id, BEANS=2, MUG=1))
+    await shop.client.post(f"{RESERVE}/{order_id}/commit")
+    answers = await asyncio.gather(*(shop.client.post(f"{RESERVE}/{order_id}/return") for _ in range(3)))
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert all(answer.json() == {"order_id": order_id, "status": "returned"} for answer in answers)
+    assert await shop.stock("BEANS") == {"on_hand": 10, "reserved": 0, "sold": 0, "received": 10}
+    assert await shop.stock("MUG") == {"on_hand": 3, "reserved": 0, "sold": 0, "received": 3}
+    after = [await shop.client.post(f"{RESERVE}/{order_id}/{step}") for step in ("release", "commit")]
+    again = await shop.client.post(RESERVE, json=reservation(order_id, BEANS=2, MUG=1))
+    assert after[0].status_code == 409
+    assert after[1].json()["status"] == "returned"
+    assert again.json()["type"] == "/problems/reservation-released"
+    assert await shop.stock("BEANS") == {"on_hand": 10, "reserved": 0, "sold": 0, "received": 10}
+
+
+async def test_only_a_committed_reservation_can_be_returned(shop: Service) -> None:
+    held, unknown = order(), order()
+    await shop.client.post(RESERVE, json=reservation(held, BEANS=1))
+    not_sold = await shop.client.post(f"{RESERVE}/{held}/return")
+    missing = await shop.client.post(f"{RESERVE}/{unknown}/return")
+
+    assert not_sold.status_code == 409
+    assert not_sold.json()["type"] == "/problems/reservation-not-committed"
+    assert missing.status_code == 404
+    assert await shop.stock("BEANS") == {"on_hand": 9, "reserved": 1, "sold": 0, "received": 10}
+
+
 async def test_commit_of_an_unknown_order_is_not_found(shop: Service) -> None:
     response = await shop.client.post(f"{RESERVE}/{order()}/commit")
     assert response.status_code == 404

@@ -31,6 +31,9 @@ CATALOG: dict[str, Any] = {
 }
 ORDERS = st.sampled_from([f"o{i}" for i in range(6)])  # few ids: replays and late calls happen often
 SKUS = st.sampled_from(sorted(STOCK))
+#: Statuses that hold sold units (or did), and statuses after which the order id takes no new reservation.
+SOLD = (domain.ReservationStatus.COMMITTED, domain.ReservationStatus.RETURNED)
+ENDED = (domain.ReservationStatus.RELEASED, domain.ReservationStatus.RETURNED)
 
 
 class InventoryMachine(RuleBasedStateMachine):
@@ -73,7 +76,7 @@ class InventoryMachine(RuleBasedStateMachine):
             assert known is None and self.on_hand[sku] < quantity
             return
         except domain.ReservationReleased:
-            assert known is not None and known[0] is domain.ReservationStatus.RELEASED
+            assert known is not None and known[0] in ENDED
             return
         except domain.ReservationMismatch:
             assert known is not None and known[1] != lines
@@ -83,7 +86,7 @@ class InventoryMachine(RuleBasedStateMachine):
             self._move(lines, self.on_hand, self.reserved)
             self.orders[order] = (domain.ReservationStatus.RESERVED, lines)
         else:
-            assert known[0] is not domain.ReservationStatus.RELEASED and known[1] == lines  # a replay
+            assert known[0] not in ENDED and known[1] == lines  # a replay
 
     @rule(order=ORDERS)
     def commit(self, order: str) -> None:
@@ -107,10 +110,27 @@ class InventoryMachine(RuleBasedStateMachine):
         try:
             self.run(self.inventory.release(order))
         except domain.ReservationCommitted:
-            assert known is not None and known[0] is domain.ReservationStatus.COMMITTED
+            assert known is not None and known[0] in SOLD
             return
-        assert known is None or known[0] is not domain.ReservationStatus.COMMITTED
+        assert known is None or known[0] not in SOLD
         self._released(order, known)
+
+    @rule(order=ORDERS)
+    def give_back(self, order: str) -> None:
+        """A confirmed order is cancelled: its sold units go back on hand."""
+        known = self.orders.get(order)
+        try:
+            status = self.run(self.inventory.give_back(order))
+        except domain.ReservationNotFound:
+            assert known is None
+            return
+        except domain.ReservationNotCommitted:
+            assert known is not None and known[0] not in SOLD
+            return
+        assert known is not None and known[0] in SOLD and status is domain.ReservationStatus.RETURNED
+        if known[0] is domain.ReservationStatus.COMMITTED:
+            self._move(known[1], self.sold, self.on_hand)
+            self.orders[order] = (domain.ReservationStatus.RETURNED, known[1])
 
     def _released(self, order: str, known: tuple[domain.ReservationStatus, tuple[Line, ...]] | None) -> None:
         if known is not None and known[0] is domain.ReservationStatus.RESERVED:

@@ -304,6 +304,16 @@ async def release(order_id: OrderId, inventory: InventoryDep) -> SettledOut:
         raise _problem(exc) from exc
 
 
+@internal.post("/reservations/{order_id}/return", response_model=SettledOut)
+async def give_back(order_id: OrderId, inventory: InventoryDep) -> SettledOut:
+    """A committed (sold) reservation's units go back on hand: a confirmed order cancelled before shipping.
+    Idempotent: returning again answers the same."""
+    try:
+        return SettledOut(order_id=order_id, status=await inventory.give_back(order_id))
+    except domain.InventoryError as exc:
+        raise _problem(exc) from exc
+
+
 def _problem(exc: domain.InventoryError) -> ProblemError:
     """The one place inventory refusals become HTTP answers."""
     if isinstance(exc, domain.OutOfStock):
@@ -312,6 +322,8 @@ def _problem(exc: domain.InventoryError) -> ProblemError:
         return conflict(str(exc), type_="/problems/reservation-released")
     if isinstance(exc, domain.ReservationCommitted):
         return conflict(str(exc), type_="/problems/reservation-committed")
+    if isinstance(exc, domain.ReservationNotCommitted):
+        return conflict(str(exc), type_="/problems/reservation-not-committed")
     if isinstance(exc, domain.ReservationNotFound):
         return not_found("Reservation of order", exc.order_id)
     if isinstance(exc, domain.ReservationMismatch):

@@ -141,6 +141,8 @@ class ReservationStatus(enum.StrEnum):
     RESERVED = "reserved"
     COMMITTED = "committed"
     RELEASED = "released"
+    #: Committed (sold), then given back: a confirmed order cancelled before shipping.
+    RETURNED = "returned"
 
 
 @dataclass(frozen=True, order=True)
@@ -179,6 +181,12 @@ class ReservationCommitted(InventoryError):
         super().__init__(f"The reservation of order {order_id} is committed (sold); it cannot be released")
 
 
+class ReservationNotCommitted(InventoryError):
+    def __init__(self, order_id: str, status: ReservationStatus) -> None:
+        self.order_id = order_id
+        super().__init__(f"The reservation of order {order_id} is {status.value}, not committed: nothing was sold")
+
+
 class ReservationNotFound(InventoryError):
     def __init__(self, order_id: str) -> None:
         self.order_id = order_id
@@ -209,7 +217,7 @@ def normalise_lines(lines: Iterable[Line]) -> tuple[Line, ...]:
 
 def replay(existing: Reservation, lines: tuple[Line, ...]) -> Reservation:
     """The answer to a reservation request for an order id seen before: the first answer, or a refusal."""
-    if existing.status is ReservationStatus.RELEASED:
+    if existing.status in (ReservationStatus.RELEASED, ReservationStatus.RETURNED):
         raise ReservationReleased(existing.order_id)
     if existing.lines != lines:
         raise ReservationMismatch(existing.order_id)

@@ -181,9 +181,26 @@ class Inventory:
         """Reserved units go back on hand. An order never reserved gets a released tombstone, so a reservation
         arriving late (a retry overtaken by the saga's compensation) is refused."""
         status = await self._settle(order_id, ReservationStatus.RELEASED)
-        if status is ReservationStatus.COMMITTED:
+        if status in (ReservationStatus.COMMITTED, ReservationStatus.RETURNED):
             raise domain.ReservationCommitted(order_id)
         return ReservationStatus.RELEASED
+
+    async def give_back(self, order_id: str) -> ReservationStatus:
+        """Sold units of a committed order go back on hand (a confirmed order cancelled before shipping); giving
+        back again gives the same answer. Conservation holds: sold falls by what on hand gains."""
+        async with self.db.transaction() as tx:
+            status = await self.store.locked_status(tx, order_id)
+            if status is None:
+                raise domain.ReservationNotFound(order_id)
+            if status is ReservationStatus.RETURNED:
+                return status
+            if status is not ReservationStatus.COMMITTED:
+                raise domain.ReservationNotCommitted(order_id, status)
+            if not await self.store.mark_returned(tx, order_id, domain.timestamp()):
+                raise RuntimeError(f"The committed reservation of order {order_id} changed under its lock")
+            for line in await self.store.lines(tx, order_id):
+                await self.store.give_back(tx, line)
+        return ReservationStatus.RETURNED
 
     async def _settle(self, order_id: str, to: ReservationStatus) -> ReservationStatus | None:
         """Move the order's reservation from reserved to ``to``; returns the status it ends in (None: no such

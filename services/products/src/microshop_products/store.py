@@ -270,13 +270,22 @@ class InventoryStore:
     async def put_back(self, tx: Tx, line: Line) -> None:
         await self._move(tx, line, "reserved = reserved - :q, on_hand = on_hand + :q")
 
-    async def _move(self, tx: Tx, line: Line, assignments: str) -> None:
+    async def give_back(self, tx: Tx, line: Line) -> None:
+        """Sold units of a returned order go back on hand."""
+        await self._move(tx, line, "sold = sold - :q, on_hand = on_hand + :q", source="sold")
+
+    async def _move(self, tx: Tx, line: Line, assignments: str, source: str = "reserved") -> None:
         changed = await tx.execute(
-            f"UPDATE stock SET {assignments} WHERE sku = :sku AND reserved >= :q", {"sku": line.sku, "q": line.quantity}
+            f"UPDATE stock SET {assignments} WHERE sku = :sku AND {source} >= :q", {"sku": line.sku, "q": line.quantity}
         )
         if changed != 1:
-            # Reserved units are only ever taken by their own reservation: this means a broken invariant.
-            raise RuntimeError(f"Stock of {line.sku} holds fewer reserved units than a reservation of {line.quantity}")
+            # Reserved (sold) units only ever leave through their own reservation: this means a broken invariant.
+            raise RuntimeError(f"Stock of {line.sku} holds fewer {source} units than a reservation of {line.quantity}")
+
+    async def mark_returned(self, tx: Tx, order_id: str, now: str) -> bool:
+        """Move a committed reservation to 'returned'; False when it was not committed."""
+        sql = "UPDATE reservations SET status = 'returned', updated_at = :now WHERE order_id = :id"
+        return await tx.execute(f"{sql} AND status = 'committed'", {"now": now, "id": order_id}) == 1
 
     async def transition(
         self, tx: Tx, order_id: str, to: ReservationStatus, now: str, *, expired_before: str | None = None
