@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import date
 
 import pytest
@@ -14,10 +13,14 @@ from microshop_payments.testing import (
     DECLINED,
     EXPIRED,
     FUTURE_YEAR,
+    INCORRECT_CVC,
     INSUFFICIENT,
     MASTERCARD,
+    PROCESSING_ERROR,
+    THREE_D_SECURE,
     VISA,
     Shop,
+    new_order_id,
 )
 
 PROBLEM = "application/problem+json"
@@ -41,6 +44,9 @@ def _card(number: str, changes: dict[str, object] | None = None, **more: object)
         (DECLINED, "visa", "declined:card_declined"),
         (INSUFFICIENT, "visa", "declined:insufficient_funds"),
         (EXPIRED, "visa", "declined:expired_card"),
+        (INCORRECT_CVC, "visa", "declined:incorrect_cvc"),
+        (PROCESSING_ERROR, "visa", "processing_error"),
+        (THREE_D_SECURE, "visa", "requires_action"),
         (AMEX, "amex", "succeeds"),
         ("6011111111111117", "other", "succeeds"),
     ],
@@ -171,7 +177,7 @@ async def test_saving_a_method_needs_a_valid_token(shop: Shop) -> None:
 @pytest.mark.parametrize("number", [VISA, MASTERCARD, AMEX, "6011111111111117"])
 async def test_charge_captures_with_a_succeeding_card(shop: Shop, number: str) -> None:
     method = await shop.add_card("u1", number)
-    order_id = str(uuid.uuid4())
+    order_id = new_order_id()
 
     response = await shop.charge("u1", method["id"], order_id=order_id, amount=2500)
 
@@ -180,39 +186,92 @@ async def test_charge_captures_with_a_succeeding_card(shop: Shop, number: str) -
     assert payment == {
         "id": payment["id"],
         "order_id": order_id,
-        "status": "captured",
+        "status": "succeeded",
         "amount": 2500,
         "currency": "EUR",
     }
     entries = await shop.rows("SELECT kind, amount FROM ledger_entries WHERE payment_id = :id", {"id": payment["id"]})
     assert sorted((e["kind"], e["amount"]) for e in entries) == [("authorization", 2500), ("capture", 2500)]
+    [event] = await shop.events("payment.captured.v1")
+    assert event["data"] == {
+        "payment_id": payment["id"],
+        "order_id": order_id,
+        "user_id": "u1",
+        "amount": 2500,
+        "currency": "EUR",
+        "method": "card",
+    }
+    assert await shop.events("payment.failed.v1") == []
 
 
-async def test_charge_with_paypal_captures(shop: Shop) -> None:
-    method = await shop.add_paypal("u1")
+@pytest.mark.parametrize("kind", ["paypal", "3ds"])
+async def test_charge_with_paypal_or_a_3ds_card_requires_the_customers_action(shop: Shop, kind: str) -> None:
+    method = await shop.add_paypal("u1") if kind == "paypal" else await shop.add_card("u1", THREE_D_SECURE)
+    order_id = new_order_id()
 
-    response = await shop.charge("u1", method["id"])
+    response = await shop.charge("u1", method["id"], order_id=order_id, amount=1500)
 
-    assert response.status_code == 201 and response.json()["status"] == "captured"
+    assert response.status_code == 201
+    payment = response.json()
+    assert payment == {
+        "id": payment["id"],
+        "order_id": order_id,
+        "status": "requires_action",
+        "amount": 1500,
+        "currency": "EUR",
+        "next_action": {"type": "redirect_to_url", "url": f"/pay/{payment['id']}"},
+    }
+    assert await shop.rows("SELECT * FROM ledger_entries") == []  # nothing is held before the customer approves
+    assert await shop.events() == []
 
 
 @pytest.mark.parametrize(
     ("number", "code"),
-    [(DECLINED, "card_declined"), (INSUFFICIENT, "insufficient_funds"), (EXPIRED, "expired_card")],
+    [
+        (DECLINED, "card_declined"),
+        (INSUFFICIENT, "insufficient_funds"),
+        (EXPIRED, "expired_card"),
+        (INCORRECT_CVC, "incorrect_cvc"),
+    ],
 )
 async def test_charge_is_declined_per_test_card(shop: Shop, number: str, code: str) -> None:
     method = await shop.add_card("u1", number)
-    order_id = str(uuid.uuid4())
+    order_id = new_order_id()
 
     response = await shop.charge("u1", method["id"], order_id=order_id)
 
     assert response.status_code == 402
     assert response.headers["content-type"] == PROBLEM
     problem = response.json()
-    assert problem["type"] == "/problems/payment-declined" and problem["decline_code"] == code
+    assert problem["type"] == "/problems/payment-declined"
+    assert problem["code"] == problem["decline_code"] == code
     [payment] = await shop.rows("SELECT * FROM payments WHERE order_id = :o", {"o": order_id})
-    assert payment["status"] == "declined" and payment["decline_code"] == code
+    assert payment["status"] == "canceled" and payment["code"] == code and problem["payment_id"] == payment["id"]
     assert await shop.rows("SELECT * FROM ledger_entries") == []
+    [event] = await shop.events("payment.failed.v1")
+    assert event["data"]["code"] == code and event["data"]["order_id"] == order_id
+    assert event["data"]["payment_id"] == payment["id"] and event["data"]["user_id"] == "u1"
+    assert await shop.events("payment.captured.v1") == []
+
+
+async def test_a_processing_error_is_a_retryable_503_and_leaves_the_payment_processing(shop: Shop) -> None:
+    method = await shop.add_card("u1", PROCESSING_ERROR)
+    order_id = new_order_id()
+
+    first = await shop.charge("u1", method["id"], order_id=order_id)
+    retry = await shop.charge("u1", method["id"], order_id=order_id)
+
+    for response in (first, retry):  # not stored: the retry really runs again
+        assert response.status_code == 503 and response.headers["content-type"] == PROBLEM
+        assert response.json()["code"] == "processing_error" and response.json()["retryable"] is True
+        assert response.json()["type"] == "/problems/processing-error"
+        assert "Idempotent-Replayed" not in response.headers and response.headers["Retry-After"]
+    assert (await shop.payment(order_id)).json()["status"] == "processing"
+    assert await shop.rows("SELECT * FROM idempotency") == []
+    assert await shop.events() == []
+    canceled = await shop.cancel(order_id)  # what orders does after its retries
+    assert canceled.json() == {"order_id": order_id, "status": "canceled"}
+    assert (await shop.payment(order_id)).json()["status"] == "canceled"
 
 
 async def test_charge_with_another_users_method_is_422(shop: Shop) -> None:
@@ -249,11 +308,11 @@ async def test_cancel_after_capture_refunds_once_however_often_called(shop: Shop
         assert response.json() == {"order_id": order_id, "status": "refunded"}
     refunds = await shop.rows("SELECT amount FROM ledger_entries WHERE kind = 'refund'")
     assert refunds == [{"amount": -4200}]
-    events = await shop.rows("SELECT type, payload FROM outbox")
-    assert len(events) == 1 and "refunded" in events[0]["type"]
-    assert order_id in events[0]["payload"]
-    [row] = await shop.rows("SELECT status FROM payments WHERE order_id = :o", {"o": order_id})
-    assert row["status"] == "refunded"
+    [event] = await shop.events("payment.refunded.v1")
+    assert event["data"]["order_id"] == order_id and event["data"]["amount"] == 4200
+    assert event["data"]["user_id"] == "u1"
+    [row] = await shop.rows("SELECT status, amount_refunded FROM payments WHERE order_id = :o", {"o": order_id})
+    assert row == {"status": "succeeded", "amount_refunded": 4200}
 
 
 async def test_cancels_racing_each_other_refund_and_publish_once(shop: Shop) -> None:
@@ -268,12 +327,12 @@ async def test_cancels_racing_each_other_refund_and_publish_once(shop: Shop) -> 
 
     assert {r.json()["status"] for r in responses} == {"refunded"}
     assert len(await shop.rows("SELECT * FROM ledger_entries WHERE kind = 'refund'")) == 1
-    assert len(await shop.rows("SELECT * FROM outbox")) == 1
+    assert len(await shop.events("payment.refunded.v1")) == 1
 
 
 async def test_cancel_before_any_charge_refuses_a_later_charge(shop: Shop) -> None:
     method = await shop.add_card("u1")
-    order_id = str(uuid.uuid4())
+    order_id = new_order_id()
 
     canceled = await shop.cancel(order_id)
     late = await shop.charge("u1", method["id"], order_id=order_id)
@@ -289,7 +348,7 @@ async def test_cancel_before_any_charge_refuses_a_later_charge(shop: Shop) -> No
 
 async def test_cancel_after_a_decline_records_canceled(shop: Shop) -> None:
     method = await shop.add_card("u1", DECLINED)
-    order_id = str(uuid.uuid4())
+    order_id = new_order_id()
     await shop.charge("u1", method["id"], order_id=order_id)
 
     response = await shop.cancel(order_id)
@@ -298,16 +357,16 @@ async def test_cancel_after_a_decline_records_canceled(shop: Shop) -> None:
     assert await shop.rows("SELECT * FROM ledger_entries") == []
 
 
-async def test_cancel_while_the_provider_authorizes_leaves_a_tombstone_and_the_hold_is_released(
+async def test_cancel_while_the_provider_authorizes_cancels_and_the_late_hold_is_released(
     shop: Shop,
 ) -> None:
     method = await shop.add_card("u1")
-    order_id = str(uuid.uuid4())
+    order_id = new_order_id()
     held = shop.hold("authorize")
     charge = asyncio.create_task(shop.charge("u1", method["id"], order_id=order_id, amount=700))
     await held.entered.wait()
 
-    canceled = await shop.cancel(order_id)  # nothing recorded yet: a tombstone
+    canceled = await shop.cancel(order_id)  # the payment is processing: canceled at once
     held.gate.set()
     response = await charge
 
@@ -319,7 +378,7 @@ async def test_cancel_while_the_provider_authorizes_leaves_a_tombstone_and_the_h
 
 async def test_cancel_of_an_authorized_payment_voids_it_and_the_charge_is_refused(shop: Shop) -> None:
     method = await shop.add_card("u1")
-    order_id = str(uuid.uuid4())
+    order_id = new_order_id()
     held = shop.hold("before_capture")
     charge = asyncio.create_task(shop.charge("u1", method["id"], order_id=order_id, amount=300))
     await held.entered.wait()
@@ -337,7 +396,7 @@ async def test_cancel_of_an_authorized_payment_voids_it_and_the_charge_is_refuse
 
 async def test_cancel_after_the_provider_captured_but_before_it_was_recorded_refunds(shop: Shop) -> None:
     method = await shop.add_card("u1")
-    order_id = str(uuid.uuid4())
+    order_id = new_order_id()
     held = shop.hold("after_capture")
     charge = asyncio.create_task(shop.charge("u1", method["id"], order_id=order_id, amount=900))
     await held.entered.wait()
@@ -358,31 +417,37 @@ async def test_cancel_after_the_provider_captured_but_before_it_was_recorded_ref
 
 
 async def test_ledger_sums_reconcile_with_every_payment_state(shop: Shop) -> None:
-    card, declined = await shop.add_card("u1"), await shop.add_card("u1", DECLINED)
-    kept = (await shop.charge("u1", card["id"], amount=1000)).json()
+    card, declined, secure = (
+        await shop.add_card("u1"),
+        await shop.add_card("u1", DECLINED),
+        await shop.add_card("u1", THREE_D_SECURE),
+    )
+    await shop.charge("u1", card["id"], amount=1000)
     refunded = (await shop.charge("u1", card["id"], amount=2000)).json()
     await shop.cancel(refunded["order_id"])
-    await shop.charge("u1", declined["id"], amount=3000)
-    await shop.cancel(str(uuid.uuid4()))
+    partly = (await shop.charge("u1", card["id"], amount=3000)).json()
+    await shop.refund(partly["order_id"], 1200)
+    await shop.charge("u1", declined["id"], amount=4000)
+    await shop.charge("u1", secure["id"], amount=5000)
+    await shop.cancel(new_order_id())
 
     sums = await shop.rows(
-        "SELECT p.status, p.amount, "
+        "SELECT p.status, p.amount, p.amount_refunded, "
         "COALESCE(SUM(CASE WHEN e.kind IN ('authorization', 'void') THEN e.amount END), 0) AS held, "
         "COALESCE(SUM(CASE WHEN e.kind IN ('capture', 'refund') THEN e.amount END), 0) AS captured "
-        "FROM payments p LEFT JOIN ledger_entries e ON e.payment_id = p.id GROUP BY p.id, p.status, p.amount"
+        "FROM payments p LEFT JOIN ledger_entries e ON e.payment_id = p.id "
+        "GROUP BY p.id, p.status, p.amount, p.amount_refunded ORDER BY p.amount"
     )
 
-    by_status = {row["status"]: (row["amount"], row["held"], row["captured"]) for row in sums}
-    assert by_status == {
-        "captured": (1000, 1000, 1000),
-        "refunded": (2000, 2000, 0),
-        "declined": (3000, 0, 0),
-        "canceled": (0, 0, 0),
-    }
-    assert kept["status"] == "captured"
+    assert [(r["status"], r["amount"], r["amount_refunded"], r["held"], r["captured"]) for r in sums] == [
+        ("canceled", 0, 0, 0, 0),
+        ("succeeded", 1000, 0, 1000, 1000),
+        ("succeeded", 2000, 2000, 2000, 0),
+        ("succeeded", 3000, 1200, 3000, 1800),
+        ("canceled", 4000, 0, 0, 0),
+        ("requires_action", 5000, 0, 0, 0),
+    ]
     assert await shop.service.store.reconcile() == []
-    total_captured = sum(row["captured"] for row in sums)
-    assert total_captured == sum(row["amount"] for row in sums if row["status"] == "captured")
 
 
 async def test_reconcile_reports_a_payment_whose_ledger_disagrees(shop: Shop) -> None:
@@ -442,6 +507,12 @@ async def test_bad_charge_bodies_are_422_problems(shop: Shop, change: dict[str, 
         ("/internal/v1/payments", b"\xff\xfe", {"Idempotency-Key": "o1"}),
         ("/api/v1/payment-methods", b'{"type": "card", "card": ', {}),
         ("/api/v1/payment-methods", b'"card"', {}),
+        ("/internal/v1/payments/o1/refund", b'{"amount": ', {"Idempotency-Key": "k"}),
+        ("/internal/v1/payments/o1/refund", b"null", {"Idempotency-Key": "k"}),
+        ("/internal/v1/payments/o1/refund", b'{"amount": 1e400}', {"Idempotency-Key": "k"}),
+        ("/api/v1/payments/pay_x/action", b'{"decision"', {}),
+        ("/api/v1/payments/pay_x/action", b"[1, 2]", {}),
+        ("/api/v1/payments/pay_x/action", b'{"decision": "approve"}', {"Idempotency-Key": "a b"}),
     ],
 )
 async def test_malformed_bodies_are_4xx_problems(
@@ -492,10 +563,16 @@ async def test_an_oversized_body_is_413(shop: Shop, path: str) -> None:
     assert response.headers["content-type"] == PROBLEM
 
 
-async def test_a_too_long_order_id_in_the_cancel_path_is_422(shop: Shop) -> None:
-    response = await shop.cancel("o" * 300)
-
-    assert response.status_code == 422
+async def test_too_long_ids_in_paths_are_422(shop: Shop) -> None:
+    for response in (
+        await shop.cancel("o" * 300),
+        await shop.payment("o" * 300),
+        await shop.refund("o" * 300, 100),
+        await shop.view("u1", "p" * 65),
+        await shop.act("u1", "p" * 65, "approve"),
+    ):
+        assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+        assert response.json()["errors"][0]["loc"][0] == "path"
 
 
 @pytest.mark.parametrize(
@@ -503,6 +580,11 @@ async def test_a_too_long_order_id_in_the_cancel_path_is_422(shop: Shop) -> None
     [
         "INSERT INTO ledger_entries (id, payment_id, kind, amount, currency, created_at) "
         "VALUES ('x', :p, 'capture', 1, 'EUR', 'now')",
+        "INSERT INTO ledger_entries (id, payment_id, kind, amount, currency, created_at) "
+        "VALUES ('x', :p, 'refund', -1, 'EUR', 'now')",
+        "INSERT INTO refunds (id, payment_id, key, amount, status, created_at) "
+        "VALUES ('r', :p, 'k', 0, 'pending', 'now')",
+        "UPDATE payments SET amount_refunded = amount + 1 WHERE id = :p",
         "INSERT INTO payments (id, order_id, amount, status, created_at, updated_at) "
         "VALUES ('x', :o, 0, 'canceled', 'now', 'now')",
         "UPDATE payments SET status = 'paid' WHERE id = :p",

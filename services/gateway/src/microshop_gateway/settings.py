@@ -53,6 +53,7 @@ DEFAULT_ROUTES: tuple[RouteSpec, ...] = (
     _route("/api/v1/admin/users", "users", "token"),
     _route("/api/v1/admin/products", "products", "token"),
     _route("/api/v1/admin/stock", "products", "token"),
+    _route("/api/v1/admin/orders", "orders", "token"),
     _route("/.well-known/jwks.json", "users", "public", exact=True),
     _route("/api/v1/products", "products", "public"),
     _route("/api/v1/categories", "products", "public"),
@@ -60,6 +61,7 @@ DEFAULT_ROUTES: tuple[RouteSpec, ...] = (
     _route("/api/v1/cart", "orders", "token"),
     _route("/api/v1/orders", "orders", "token", timeout=15.0),  # a checkout runs the whole saga
     _route("/api/v1/payment-methods", "payments", "token"),
+    _route("/api/v1/payments", "payments", "token"),
     _route("/api/v1/notifications", "notifications", "token"),
     _route("/", "storefront", "optional"),
 )

@@ -25,12 +25,14 @@ async def _reconcile(settings: PaymentsSettings) -> list[Mismatch]:
 
 @cli.command("reconcile")
 def reconcile_command() -> None:
-    """Check that every payment's ledger sums to what its state requires; exit 1 on any mismatch."""
+    """Check that every payment's ledger sums to what its state requires and its refunds to its refunded
+    amount; exit 1 on any mismatch."""
     mismatches = asyncio.run(_reconcile(PaymentsSettings()))
     for m in mismatches:
         typer.echo(
             f"{m.payment_id} {m.status}: expected held={m.expected.held} captured={m.expected.captured}, "
-            f"ledger held={m.actual.held} captured={m.actual.captured}"
+            f"ledger held={m.actual.held} captured={m.actual.captured}, "
+            f"refunds succeeded={m.refunds[0]} counted={m.refunds[1]}"
         )
     if mismatches:
         raise typer.Exit(1)

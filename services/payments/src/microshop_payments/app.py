@@ -1,4 +1,4 @@
-"""The payments service app: routes, migrations, the provider adapter and the idempotency upkeep loop."""
+"""The payments service app: routes, migrations, the provider adapter and the upkeep loops (idempotency, expiry)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from microshop_kit.app import Kit, ServiceSpec, create_service_app
-from microshop_payments import api
+from microshop_payments import api, upkeep
 from microshop_payments.handlers import PaymentsService
 from microshop_payments.provider import SimulatedProvider
 from microshop_payments.settings import PaymentsSettings
@@ -25,7 +25,8 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             raise RuntimeError("payments publishes events: it needs the kit's bus (outbox)")
         service = PaymentsService(kit.database, SimulatedProvider(), kit.bus.outbox, settings)
         app.state.payments = service
-        kit.background(service.prune_loop(), "idempotency-prune")
+        kit.background(upkeep.prune_loop(service), "idempotency-prune")
+        kit.background(upkeep.expiry_loop(service), "action-expiry")
 
     app = create_service_app(
         settings,

@@ -53,29 +53,99 @@ class KeyInFlight(PaymentError):
 
 
 class PaymentBusy(PaymentError):
-    """The payment of an order kept changing under a cancel; the caller retries."""
+    """A payment kept changing under a request (a cancel racing a charge, say); the caller retries.
 
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"The payment of order {order_id} is changing right now; retry shortly")
-        self.order_id = order_id
+    ``subject`` names it: ``"of order <id>"`` or ``"<payment id>"``.
+    """
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"The payment {subject} is changing right now; retry shortly")
+        self.subject = subject
+
+
+class PaymentNotFound(PaymentError):
+    """No payment with this id (or of this order); another user's payment is not told apart from none."""
+
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"No payment for {what} {key}")
+        self.what = what
+        self.key = key
+
+
+class IllegalTransition(PaymentError):
+    """An operation the payment's state does not allow (acting on a canceled payment, refunding an uncaptured one)."""
+
+    def __init__(self, payment_id: str, status: Status, operation: str) -> None:
+        super().__init__(f"Cannot {operation} payment {payment_id}: it is {status.value}")
+        self.payment_id = payment_id
+        self.status = status
+        self.operation = operation
+
+
+class NotRefundable(PaymentError):
+    """A refund of a payment that was not captured, or of which nothing is left to refund."""
+
+    def __init__(self, payment_id: str, reason: str) -> None:
+        super().__init__(f"Payment {payment_id} cannot be refunded: {reason}")
+        self.payment_id = payment_id
+        self.reason = reason
+
+
+class RefundTooLarge(PaymentError):
+    """A refund asks for more than what is left of the captured amount."""
+
+    def __init__(self, amount: int, refundable: int) -> None:
+        super().__init__(f"A refund of {amount} exceeds what is left to refund ({refundable})")
+        self.amount = amount
+        self.refundable = refundable
 
 
 class Status(StrEnum):
+    """The states of a payment intent (Stripe's, without the ones before a method is attached)."""
+
+    #: The provider is being asked to authorize; nothing is known yet.
+    PROCESSING = "processing"
+    #: The customer must approve (3-D Secure, PayPal) at ``/pay/<payment id>``.
+    REQUIRES_ACTION = "requires_action"
+    #: Authorized: the money is held.
     REQUIRES_CAPTURE = "requires_capture"
-    CAPTURED = "captured"
-    DECLINED = "declined"
-    VOIDED = "voided"
-    REFUNDED = "refunded"
-    #: A tombstone: the order was canceled before any charge, so a late charge is refused.
+    #: Captured. Refunds keep this state and count in ``amount_refunded``.
+    SUCCEEDED = "succeeded"
+    #: Declined, denied, voided, expired, or canceled before any charge (a tombstone).
     CANCELED = "canceled"
 
 
-#: States in which the order's money is back with (or never left) the customer, and stays so.
-CANCELED_STATES = frozenset({Status.CANCELED, Status.VOIDED, Status.REFUNDED})
+#: The moves a payment may make; everything else is an illegal transition.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PROCESSING: frozenset({Status.REQUIRES_ACTION, Status.REQUIRES_CAPTURE, Status.CANCELED}),
+    Status.REQUIRES_ACTION: frozenset({Status.REQUIRES_CAPTURE, Status.CANCELED}),
+    Status.REQUIRES_CAPTURE: frozenset({Status.SUCCEEDED, Status.CANCELED}),
+    Status.SUCCEEDED: frozenset(),
+    Status.CANCELED: frozenset(),
+}
+
+
+def can_move(source: Status, target: Status) -> bool:
+    return target in TRANSITIONS[source]
+
+
+class Decision(StrEnum):
+    """The customer's answer to a 3-D Secure or PayPal step."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+#: Final declines a provider answers (the card or account cannot pay); the charge answers 402 with the code.
+DECLINE_CODES = frozenset({"card_declined", "insufficient_funds", "expired_card", "incorrect_cvc"})
+#: The customer denied the 3-D Secure or PayPal step.
+AUTHENTICATION_FAILED = "authentication_failed"
+#: The customer never answered the 3-D Secure or PayPal step in time.
+ACTION_EXPIRED = "action_expired"
 
 
 class EntryKind(StrEnum):
-    """Ledger entries. The hold (authorization, void) and the capture (capture, refund) sum separately."""
+    """Ledger entries. The hold (authorization, void) and the capture (capture, refunds) sum separately."""
 
     AUTHORIZATION = "authorization"
     VOID = "void"
@@ -101,14 +171,15 @@ def signed(kind: EntryKind, amount: int) -> int:
     return ENTRY_SIGN[kind] * amount
 
 
-def expected_balances(status: Status, amount: int) -> Balances:
+def expected_balances(status: Status, amount: int, amount_refunded: int = 0) -> Balances:
     """What the ledger must sum to for a payment in ``status``.
 
-    A capture uses the authorization up (the hold stays recorded), and a refund returns the captured money,
-    so a refunded payment holds ``amount`` and captures nothing; a voided one nets zero on both.
+    A capture uses the authorization up (the hold stays recorded) and refunds return captured money, so a
+    succeeded payment holds ``amount`` and has ``amount - amount_refunded`` captured; a voided one (canceled)
+    nets zero on both.
     """
-    held = amount if status in (Status.REQUIRES_CAPTURE, Status.CAPTURED, Status.REFUNDED) else 0
-    captured = amount if status is Status.CAPTURED else 0
+    held = amount if status in (Status.REQUIRES_CAPTURE, Status.SUCCEEDED) else 0
+    captured = amount - amount_refunded if status is Status.SUCCEEDED else 0
     return Balances(held, captured)
 
 
@@ -117,6 +188,15 @@ def balances(entries: list[tuple[EntryKind, int]]) -> Balances:
     held = sum(amount for kind, amount in entries if kind in HOLD_KINDS)
     captured = sum(amount for kind, amount in entries if kind in CAPTURE_KINDS)
     return Balances(held, captured)
+
+
+def refund_amount(requested: int | None, amount: int, refunded: int, pending: int) -> int:
+    """What a refund takes: ``requested`` or all that is left; RefundTooLarge beyond what is left."""
+    left = amount - refunded - pending
+    chosen = left if requested is None else requested
+    if chosen > left:
+        raise RefundTooLarge(chosen, left)
+    return chosen
 
 
 # ----------------------------------------------------------------------------------------------------- cards

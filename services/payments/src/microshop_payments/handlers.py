@@ -1,44 +1,51 @@
-"""Use cases of the payments service: save a method, charge an order idempotently, cancel its payment.
+"""Use cases of the payments service: save a method, charge an order, the customer's action, cancel, refund.
 
-Crash and race safety rests on three things: every provider call is idempotent (authorize per order id, the
-others per authorization), every state change is a conditional UPDATE from the state it was read in, and the
-ledger takes at most one entry of each kind per payment. So any step may be retried, by the same request after
-a lost race or by a later request after a crash, without moving money twice.
+Crash and race safety rests on three things: every provider call is idempotent (authorize per order id,
+refunds per refund id, the others per authorization), every state change is a conditional UPDATE from the
+state it was read in (``records.py``), and the ledger takes at most one hold and one capture entry per payment
+and one per refund. So any step may be retried, by the same request after a lost race or by a later request
+after a crash, without moving money twice. A payment row exists (``processing``) before the provider is
+asked, so a cancel that comes meanwhile is seen by the charge, which then voids what the provider gave it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
+import contextlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from microshop_contracts import PaymentRefunded
 from microshop_kit.bus import Outbox
 from microshop_kit.db import Database, Row
 from microshop_kit.log import get_logger
 from microshop_payments.domain import (
-    CANCELED_STATES,
+    ACTION_EXPIRED,
+    AUTHENTICATION_FAILED,
     Card,
-    EntryKind,
-    KeyInFlight,
-    KeyReused,
+    Decision,
+    IllegalTransition,
     MethodNotFound,
+    NotRefundable,
     PaymentBusy,
+    PaymentNotFound,
     PaypalAccount,
     Status,
-    request_hash,
+    refund_amount,
 )
-from microshop_payments.provider import MethodRef, PaymentProvider, ProviderStateError
+from microshop_payments.idempotency import Idempotency
+from microshop_payments.provider import AuthStatus, MethodRef, PaymentProvider, ProviderStateError
+from microshop_payments.records import Recorder, moved
 from microshop_payments.settings import PaymentsSettings
-from microshop_payments.store import PaymentStore, StoredAnswer, new_id, now
+from microshop_payments.store import PaymentStore, new_id, now
 
 log = get_logger("microshop.payments")
 
-#: Rounds a charge or cancel re-reads the payment after losing a race, before telling the caller to retry.
+#: Rounds a request re-reads the payment after losing a race, before telling the caller to retry.
 MAX_ROUNDS = 6
+#: The refund key a cancel uses (client keys are stored as ``key:<Idempotency-Key>``, so they never clash).
+CANCEL_REFUND_KEY = "cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +56,8 @@ class ChargeCommand:
     currency: str
     payment_method_id: str
 
-    def fingerprint(self) -> str:
-        return request_hash("POST /internal/v1/payments", _fields(self))
-
-
-def _fields(command: ChargeCommand) -> dict[str, Any]:
-    return asdict(command)
+    def fields(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +66,22 @@ class Charged:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionRequired:
+    """The customer must approve at ``/pay/<payment id>`` (3-D Secure, PayPal)."""
+
+    payment: Row
+
+
+@dataclass(frozen=True, slots=True)
 class Declined:
-    order_id: str
-    decline_code: str
+    payment: Row
 
 
 @dataclass(frozen=True, slots=True)
 class Canceled:
-    """The order's payment was canceled (refunded, voided or a tombstone) before this charge."""
+    """The order's payment was canceled (by a cancel, or refunded in full) before this charge."""
 
     order_id: str
-    status: Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +91,19 @@ class OrderPaidDifferently:
     order_id: str
 
 
-ChargeOutcome = Charged | Declined | Canceled | OrderPaidDifferently
-#: Turns an outcome into the HTTP answer to store and replay (only api.py knows status codes).
-Render = Callable[[ChargeOutcome], StoredAnswer]
+ChargeOutcome = Charged | ActionRequired | Declined | Canceled | OrderPaidDifferently
+
+
+class CancelResult(StrEnum):
+    REFUNDED = "refunded"
+    VOIDED = "voided"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundDone:
+    refund: Row
+    payment: Row
 
 
 async def _backoff(attempt: int) -> None:
@@ -99,7 +117,8 @@ class PaymentsService:
         self.db = db
         self.store = PaymentStore(db)
         self.provider = provider
-        self.outbox = outbox
+        self.record = Recorder(db, self.store, outbox)
+        self.idempotency = Idempotency(self.store, settings)
         self.settings = settings
 
     # ------------------------------------------------------------------------------------------- methods
@@ -119,13 +138,8 @@ class PaymentsService:
             "created_at": now(),
         }
         if isinstance(method, Card):
-            row.update(
-                type="card",
-                brand=method.brand,
-                last4=method.last4,
-                exp_month=method.exp_month,
-                exp_year=method.exp_year,
-            )
+            row.update(type="card", brand=method.brand, last4=method.last4)
+            row.update(exp_month=method.exp_month, exp_year=method.exp_year)
         else:
             row.update(type="paypal", email=method.email)
         async with self.db.transaction() as tx:
@@ -133,188 +147,244 @@ class PaymentsService:
         log.info("payment method saved", payment_method_id=row["id"], type=row["type"], brand=row["brand"])
         return row
 
-    # -------------------------------------------------------------------------------------------- charge
-
-    async def charge(self, key: str, command: ChargeCommand, render: Render) -> StoredAnswer:
-        """Authorize and capture once per key; a repeat with the same key and body gets the first answer."""
+    async def method_for(self, command: ChargeCommand) -> MethodRef:
         method = await self.store.method_of(command.payment_method_id, command.user_id)
         if method is None:
             raise MethodNotFound(command.payment_method_id)
-        replay = await self._claim(key, command.fingerprint())
-        if replay is not None:
-            return replay
-        try:
-            outcome = await self._charge(command, MethodRef(method["type"], method["provider_ref"]))
-        except BaseException:
-            # No answer yet: let a retry run it again (safe: every step is idempotent).
-            await self.store.release_key(key)
-            raise
-        answer = render(outcome)
-        await self.store.finish_key(key, answer)
-        return answer
+        return MethodRef(method["type"], method["provider_ref"])
 
-    async def _claim(self, key: str, fingerprint: str) -> StoredAnswer | None:
-        """Take the key; the stored answer when it is done; KeyReused / KeyInFlight when it can't be taken."""
-        at = datetime.now(UTC)
-        async with self.db.transaction() as tx:
-            record = await self.store.claim_key(tx, key, fingerprint, at.isoformat())
-            if record is None:
-                return None
-            if record["request_hash"] != fingerprint:
-                raise KeyReused(key)
-            if record["state"] == "done":
-                return StoredAnswer(int(record["status_code"]), _json(record["response_body"]), replayed=True)
-            lease = timedelta(seconds=self.settings.idempotency_lease_seconds)
-            if datetime.fromisoformat(record["locked_at"]) > at - lease:
-                raise KeyInFlight(key)
-            log.warning("taking over an abandoned idempotency key", key=key)
-            await self.store.relock_key(tx, key, at.isoformat())
-            return None
+    # ------------------------------------------------------------------------------------------- reads
 
-    async def _charge(self, command: ChargeCommand, method: MethodRef) -> ChargeOutcome:
+    async def payment_of_order(self, order_id: str) -> Row:
+        payment = await self.store.payment_by_order(order_id)
+        if payment is None:
+            raise PaymentNotFound("order", order_id)
+        return payment
+
+    async def payment_of_user(self, payment_id: str, user_id: str) -> Row:
+        payment = await self.store.payment_of_user(payment_id, user_id)
+        if payment is None:
+            raise PaymentNotFound("id", payment_id)
+        return payment
+
+    # -------------------------------------------------------------------------------------------- charge
+
+    async def charge(self, command: ChargeCommand, method: MethodRef) -> ChargeOutcome:
+        """Authorize and capture the order's payment (or stop where the customer must act); idempotent."""
         for attempt in range(MAX_ROUNDS):
-            payment = await self.store.payment_by_order(command.order_id)
-            if payment is None:
-                payment = await self._authorize(command, method)
-            outcome = None if payment is None else await self._advance(command, payment)
+            payment = await self.store.payment_by_order(command.order_id) or await self._open(command)
+            outcome = await self._charge_step(command, method, payment)
             if outcome is not None:
                 return outcome
             await _backoff(attempt)
-        raise KeyInFlight(command.order_id)
+        raise PaymentBusy(f"of order {command.order_id}")
 
-    async def _authorize(self, command: ChargeCommand, method: MethodRef) -> Row | None:
-        """Authorize and record the payment; None when the order got a payment (or tombstone) meanwhile."""
-        auth = await self.provider.authorize(command.amount, command.currency, method, idempotency_key=command.order_id)
-        payment = {
-            **_fields(command),
-            "id": new_id("pay"),
-            "authorization_id": auth.authorization_id,
-            "status": (Status.REQUIRES_CAPTURE if auth.approved else Status.DECLINED).value,
-            "decline_code": auth.decline_code,
-        }
+    async def _open(self, command: ChargeCommand) -> Row:
+        """Record the payment as processing before the provider is asked (or read the one another made)."""
         async with self.db.transaction() as tx:
-            inserted = await self.store.insert_payment(tx, payment)
-            if inserted and auth.approved:
-                await self.store.add_entry(tx, payment, EntryKind.AUTHORIZATION)
-        if inserted:
-            log.info(
-                "payment authorized" if auth.approved else "payment declined",
-                order_id=command.order_id,
-                payment_id=payment["id"],
-                decline_code=auth.decline_code,
-            )
-            return payment
-        existing = await self.store.payment_by_order(command.order_id)
-        if auth.authorization_id and (existing is None or existing["authorization_id"] != auth.authorization_id):
-            await self.provider.void(auth.authorization_id)  # the order was canceled while we authorized
-        return None
+            opened = {**command.fields(), "id": new_id("pay"), "status": Status.PROCESSING.value}
+            await self.store.insert_payment(tx, opened)
+        return await self.payment_of_order(command.order_id)
 
-    async def _advance(self, command: ChargeCommand, payment: Row) -> ChargeOutcome | None:
-        """Take the payment to its end state; None when it changed under us and must be read again."""
+    async def _charge_step(self, command: ChargeCommand, method: MethodRef, payment: Row) -> ChargeOutcome | None:
+        """One move of the charge; its outcome, or None when the payment changed under it (read again)."""
         status = Status(payment["status"])
-        if status in CANCELED_STATES:
-            return Canceled(command.order_id, status)
-        if _fields(command) != {name: payment[name] for name in _fields(command)}:
+        if status is Status.CANCELED and payment["code"] is None:
+            return Canceled(command.order_id)
+        if command.fields() != {name: payment[name] for name in command.fields()}:
             return OrderPaidDifferently(command.order_id)
-        if status is Status.DECLINED:
-            return Declined(command.order_id, payment["decline_code"] or "card_declined")
-        if status is Status.CAPTURED:
-            return Charged(payment)
+        if status is Status.PROCESSING:
+            return await self._authorize(command, method, payment)
+        if status is Status.REQUIRES_ACTION:
+            return ActionRequired(payment)
+        if status is Status.REQUIRES_CAPTURE:
+            captured = await self._capture(payment)
+            return None if captured is None else Charged(captured)
+        if status is Status.SUCCEEDED:
+            return Canceled(command.order_id) if payment["amount_refunded"] == payment["amount"] else Charged(payment)
+        return Declined(payment)
+
+    async def _authorize(self, command: ChargeCommand, method: MethodRef, payment: Row) -> ChargeOutcome | None:
+        amount, currency = command.amount, command.currency
+        result = await self.provider.authorize(amount, currency, method, idempotency_key=command.order_id)
+        if result.status is AuthStatus.DECLINED:
+            code = result.decline_code or "card_declined"
+            if not await self.record.failure(payment, Status.PROCESSING, code):
+                return None
+            return Declined(moved(payment, status=Status.CANCELED.value, code=code))
+        assert result.authorization_id is not None
+        target = Status.REQUIRES_ACTION if result.status is AuthStatus.REQUIRES_ACTION else Status.REQUIRES_CAPTURE
+        if not await self.record.authorization(payment, Status.PROCESSING, target, result.authorization_id):
+            await self._void_orphan(command.order_id, result.authorization_id)
+            return None
+        payment = moved(payment, status=target.value, authorization_id=result.authorization_id)
+        if target is Status.REQUIRES_ACTION:
+            return ActionRequired(payment)
+        captured = await self._capture(payment)
+        return None if captured is None else Charged(captured)
+
+    async def _void_orphan(self, order_id: str, authorization_id: str) -> None:
+        """The provider authorized after the payment was canceled (or another request recorded it)."""
+        current = await self.store.payment_by_order(order_id)
+        if current is not None and current["authorization_id"] == authorization_id:
+            return
+        with contextlib.suppress(ProviderStateError):
+            await self.provider.void(authorization_id)
+        log.info("authorization of a canceled payment voided", order_id=order_id)
+
+    async def _capture(self, payment: Row) -> Row | None:
+        """Capture an authorized payment; the captured row, or None when a cancel voided it meanwhile."""
         try:
             await self.provider.capture(payment["authorization_id"], payment["amount"])
         except ProviderStateError:
-            return None  # a cancel voided it meanwhile
-        async with self.db.transaction() as tx:
-            moved = await self.store.transition(tx, payment["id"], Status.REQUIRES_CAPTURE, Status.CAPTURED)
-            if moved:
-                await self.store.add_entry(tx, payment, EntryKind.CAPTURE)
-        if not moved:
             return None
-        log.info("payment captured", order_id=command.order_id, payment_id=payment["id"], amount=payment["amount"])
-        return Charged({**payment, "status": Status.CAPTURED.value})
+        if not await self.record.capture(payment):
+            return None
+        return moved(payment, status=Status.SUCCEEDED.value)
+
+    async def _sync(self, payment: Row, provider_state: str) -> None:
+        """Record what the provider says happened that this service has not recorded yet (a request that did
+        it is still running, or died); conditional moves make a race with that request harmless."""
+        status = Status(payment["status"])
+        if status is Status.REQUIRES_ACTION and provider_state in ("authorized", "captured"):
+            auth = payment["authorization_id"]
+            target = Status.REQUIRES_CAPTURE
+            if await self.record.authorization(payment, status, target, auth, Decision.APPROVE):
+                payment, status = moved(payment, status=target.value, decision=Decision.APPROVE.value), target
+        if status is Status.REQUIRES_ACTION and provider_state == "failed":
+            await self.record.failure(payment, status, AUTHENTICATION_FAILED, Decision.DENY)
+        if status is Status.REQUIRES_CAPTURE and provider_state == "captured":
+            await self.record.capture(payment)
+
+    # ----------------------------------------------------------------------------------- customer action
+
+    async def act(self, payment_id: str, user_id: str, decision: Decision) -> Row:
+        """The customer's answer to the 3-D Secure or PayPal step; the same answer again gives the same result."""
+        for attempt in range(MAX_ROUNDS):
+            payment = await self.payment_of_user(payment_id, user_id)
+            done = await self._act_step(payment, decision)
+            if done is not None:
+                return await self.payment_of_user(payment_id, user_id)
+            await _backoff(attempt)
+        raise PaymentBusy(payment_id)
+
+    async def _act_step(self, payment: Row, decision: Decision) -> Row | None:
+        status = Status(payment["status"])
+        if status is Status.REQUIRES_ACTION:
+            return await self._confirm(payment, decision)
+        if payment["decision"] != decision.value:
+            raise IllegalTransition(payment["id"], status, decision.value)
+        if status is Status.REQUIRES_CAPTURE:  # approved, but the capture did not finish (a race or a crash)
+            return await self._capture(payment)
+        return payment
+
+    async def _confirm(self, payment: Row, decision: Decision) -> Row | None:
+        auth = payment["authorization_id"]
+        try:
+            result = await self.provider.confirm_action(auth, approved=decision is Decision.APPROVE)
+        except ProviderStateError as exc:
+            await self._sync(payment, exc.state)
+            return None
+        if result.status is AuthStatus.AUTHORIZED:
+            target = Status.REQUIRES_CAPTURE
+            if not await self.record.authorization(payment, Status.REQUIRES_ACTION, target, auth, decision):
+                return None
+            return await self._capture(moved(payment, status=target.value, decision=decision.value))
+        code = result.decline_code or AUTHENTICATION_FAILED
+        if not await self.record.failure(payment, Status.REQUIRES_ACTION, code, decision):
+            return None
+        return moved(payment, status=Status.CANCELED.value, code=code, decision=decision.value)
 
     # -------------------------------------------------------------------------------------------- cancel
 
-    async def cancel(self, order_id: str) -> Status:
-        """Refund a captured payment, void an authorized one, or leave a tombstone; idempotent."""
+    async def cancel(self, order_id: str) -> CancelResult:
+        """Refund a captured payment (what is left of it), void an authorized or waiting one, cancel one being
+        authorized, or leave a tombstone when there is none; idempotent."""
         for attempt in range(MAX_ROUNDS):
-            payment = await self.store.payment_by_order(order_id)
-            status = await self._cancel_step(order_id, payment)
-            if status is not None:
-                return status
+            result = await self._cancel_step(order_id, await self.store.payment_by_order(order_id))
+            if result is not None:
+                return result
             await _backoff(attempt)
-        raise PaymentBusy(order_id)
+        raise PaymentBusy(f"of order {order_id}")
 
-    async def _cancel_step(self, order_id: str, payment: Row | None) -> Status | None:
-        """One move towards canceled; the final status, or None to read the payment again."""
+    async def _cancel_step(self, order_id: str, payment: Row | None) -> CancelResult | None:
         if payment is None:
-            async with self.db.transaction() as tx:
-                inserted = await self.store.insert_tombstone(tx, order_id)
-            if inserted:
-                log.info("payment canceled before any charge", order_id=order_id)
-            return Status.CANCELED if inserted else None
+            return CancelResult.CANCELED if await self.record.tombstone(order_id) else None
         status = Status(payment["status"])
-        if status in CANCELED_STATES:
-            return status
-        if status is Status.DECLINED:
-            async with self.db.transaction() as tx:
-                moved = await self.store.transition(tx, payment["id"], Status.DECLINED, Status.CANCELED)
-            return Status.CANCELED if moved else None
-        if status is Status.REQUIRES_CAPTURE:
-            return await self._void(payment)
-        return await self._refund(payment)
+        if status is Status.PROCESSING:
+            return CancelResult.CANCELED if await self.record.cancel(payment, status) else None
+        if status in (Status.REQUIRES_ACTION, Status.REQUIRES_CAPTURE):
+            return await self._void(payment, status)
+        if status is Status.SUCCEEDED:
+            await self._refund_rest(payment)
+            return CancelResult.REFUNDED
+        voided = payment["authorization_id"] is not None and payment["code"] is None
+        return CancelResult.VOIDED if voided else CancelResult.CANCELED
 
-    async def _void(self, payment: Row) -> Status | None:
+    async def _void(self, payment: Row, status: Status) -> CancelResult | None:
         try:
             await self.provider.void(payment["authorization_id"])
         except ProviderStateError as exc:
-            if exc.state == "captured":
-                await self._record_capture(payment)  # a charge captured it meanwhile: refund next round
+            await self._sync(payment, exc.state)  # captured or answered meanwhile: the next round sees it
             return None
-        async with self.db.transaction() as tx:
-            moved = await self.store.transition(tx, payment["id"], Status.REQUIRES_CAPTURE, Status.VOIDED)
-            if moved:
-                await self.store.add_entry(tx, payment, EntryKind.VOID)
-        if moved:
-            log.info("payment voided", order_id=payment["order_id"], payment_id=payment["id"])
-        return Status.VOIDED if moved else None
+        return CancelResult.VOIDED if await self.record.cancel(payment, status) else None
 
-    async def _record_capture(self, payment: Row) -> None:
-        """The provider captured it but the charge that did so has not recorded it (yet, or ever: a crash)."""
-        async with self.db.transaction() as tx:
-            if await self.store.transition(tx, payment["id"], Status.REQUIRES_CAPTURE, Status.CAPTURED):
-                await self.store.add_entry(tx, payment, EntryKind.CAPTURE)
+    async def _refund_rest(self, payment: Row) -> None:
+        for pending in await self.store.pending_refunds(payment["id"]):
+            await self._finish_refund(payment, pending)  # a refund whose request died: finish it first
+        refund = await self._reserve_refund(payment, CANCEL_REFUND_KEY, None, nothing_left_ok=True)
+        if refund is not None:
+            await self._finish_refund(payment, refund)
 
-    async def _refund(self, payment: Row) -> Status | None:
-        await self.provider.refund(payment["authorization_id"], payment["amount"])
-        event = PaymentRefunded(
-            payment_id=payment["id"],
-            order_id=payment["order_id"],
-            user_id=payment["user_id"],
-            amount=payment["amount"],
-            currency=payment["currency"],
-        )
+    # ------------------------------------------------------------------------------------------- refunds
+
+    async def refund(self, order_id: str, key: str, amount: int | None) -> RefundDone:
+        """Refund ``amount`` (default: all that is left) of the order's captured payment, once per ``key``."""
+        payment = await self.payment_of_order(order_id)
+        refund = await self._reserve_refund(payment, f"key:{key}", amount)
+        assert refund is not None
+        await self._finish_refund(payment, refund)
+        return RefundDone(moved(refund, status="succeeded"), await self.payment_of_order(order_id))
+
+    async def _reserve_refund(
+        self, payment: Row, key: str, requested: int | None, *, nothing_left_ok: bool = False
+    ) -> Row | None:
+        """The refund with ``key``, made pending against what is left to refund if it is new."""
         async with self.db.transaction() as tx:
-            moved = await self.store.transition(tx, payment["id"], Status.CAPTURED, Status.REFUNDED)
-            if moved:
-                await self.store.add_entry(tx, payment, EntryKind.REFUND)
-                await self.outbox.add(tx, event)
-        if moved:
-            log.info("payment refunded", order_id=payment["order_id"], payment_id=payment["id"])
-        return Status.REFUNDED if moved else None
+            existing = await self.store.refund_by_key(tx, payment["id"], key)
+            if existing is not None:
+                return existing
+            locked = await self.store.lock_payment(tx, payment["id"])
+            assert locked is not None
+            if locked["status"] != Status.SUCCEEDED.value:
+                raise NotRefundable(payment["id"], f"it is {locked['status']}, not captured")
+            pending = await self.store.pending_refund_total(tx, payment["id"])
+            if locked["amount"] - locked["amount_refunded"] - pending <= 0:
+                if nothing_left_ok:
+                    return None
+                raise NotRefundable(payment["id"], "nothing is left to refund")
+            amount = refund_amount(requested, locked["amount"], locked["amount_refunded"], pending)
+            refund = {"id": new_id("re"), "payment_id": payment["id"], "key": key, "amount": amount}
+            refund["status"] = "pending"
+            await self.store.insert_refund(tx, refund)
+        return refund
+
+    async def _finish_refund(self, payment: Row, refund: Row) -> None:
+        if refund["status"] == "pending":
+            await self.provider.refund(payment["authorization_id"], refund["amount"], idempotency_key=refund["id"])
+            await self.record.refund(payment, refund)
 
     # ----------------------------------------------------------------------------------------- upkeep
 
-    async def prune_loop(self) -> None:
-        """Delete finished idempotency records past their TTL (the payment row keeps answering after)."""
-        ttl = timedelta(hours=self.settings.idempotency_ttl_hours)
-        while True:
-            removed = await self.store.prune_keys((datetime.now(UTC) - ttl).isoformat())
-            if removed:
-                log.info("idempotency records pruned", count=removed)
-            await asyncio.sleep(self.settings.prune_interval_seconds)
-
-
-def _json(text: str) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(text)
-    return value
+    async def expire_actions(self) -> int:
+        """Cancel payments that waited for the customer longer than the TTL (payment.failed.v1, action_expired)."""
+        before = (datetime.now(UTC) - timedelta(seconds=self.settings.action_ttl_seconds)).isoformat()
+        expired = 0
+        for payment in await self.store.payments_waiting_since(before):
+            try:
+                await self.provider.void(payment["authorization_id"])
+            except ProviderStateError as exc:
+                await self._sync(payment, exc.state)  # the customer answered just now: that answer stands
+                continue
+            expired += await self.record.failure(payment, Status.REQUIRES_ACTION, ACTION_EXPIRED)
+        return expired

@@ -6,7 +6,8 @@ Imported by tests only (it needs httpx, a dev dependency).
 from __future__ import annotations
 
 import asyncio
-import uuid
+import json
+import secrets
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -25,9 +26,17 @@ MASTERCARD = "5555555555554444"
 DECLINED = "4000000000000002"
 INSUFFICIENT = "4000000000009995"
 EXPIRED = "4000000000000069"
+INCORRECT_CVC = "4000000000000127"
+PROCESSING_ERROR = "4000000000000119"
+THREE_D_SECURE = "4000002760003184"
 AMEX = "378282246310005"
-TEST_CARDS = [VISA, MASTERCARD, DECLINED, INSUFFICIENT, EXPIRED, AMEX]
+TEST_CARDS = [VISA, MASTERCARD, DECLINED, INSUFFICIENT, EXPIRED, INCORRECT_CVC, PROCESSING_ERROR, THREE_D_SECURE, AMEX]
 FUTURE_YEAR = date.today().year + 3
+
+
+def new_order_id() -> str:
+    """An order id without long digit runs (a uuid's could, rarely, look like a card number to the PCI scan)."""
+    return f"ord_{secrets.token_urlsafe(12)}"
 
 
 class HeldProvider:
@@ -35,7 +44,8 @@ class HeldProvider:
 
     ``point`` is ``"authorize"`` (before the provider is asked), ``"before_capture"`` (authorization recorded,
     capture not asked yet), ``"after_capture"`` (the provider captured, the service has not recorded it) or
-    ``"refund"`` (before the provider is asked to refund).
+    ``"refund"`` (before the provider is asked to refund) or ``"confirm"`` (before the customer's answer
+    reaches the provider).
     """
 
     def __init__(self, inner: PaymentProvider, point: str) -> None:
@@ -66,6 +76,10 @@ class HeldProvider:
         await self._hold("authorize")
         return await self.inner.authorize(amount, currency, method, idempotency_key=idempotency_key)
 
+    async def confirm_action(self, authorization_id: str, *, approved: bool) -> AuthResult:
+        await self._hold("confirm")
+        return await self.inner.confirm_action(authorization_id, approved=approved)
+
     async def capture(self, authorization_id: str, amount: int) -> None:
         await self._hold("before_capture")
         await self.inner.capture(authorization_id, amount)
@@ -75,9 +89,9 @@ class HeldProvider:
         self.calls["void"] = self.calls.get("void", 0) + 1
         await self.inner.void(authorization_id)
 
-    async def refund(self, authorization_id: str, amount: int) -> None:
+    async def refund(self, authorization_id: str, amount: int, *, idempotency_key: str) -> None:
         await self._hold("refund")
-        await self.inner.refund(authorization_id, amount)
+        await self.inner.refund(authorization_id, amount, idempotency_key=idempotency_key)
 
 
 @dataclass
@@ -130,7 +144,7 @@ class Shop:
         key: str | None = None,
         currency: str = "EUR",
     ) -> httpx.Response:
-        order_id = order_id or str(uuid.uuid4())
+        order_id = order_id or new_order_id()
         body = {
             "order_id": order_id,
             "user_id": user_id,
@@ -143,9 +157,33 @@ class Shop:
     async def cancel(self, order_id: str) -> httpx.Response:
         return await self.client.post(f"/internal/v1/payments/{order_id}/cancel")
 
+    async def refund(self, order_id: str, amount: int | None = None, *, key: str | None = None) -> httpx.Response:
+        body = {} if amount is None else {"amount": amount}
+        headers = {"Idempotency-Key": key or secrets.token_urlsafe(12)}
+        return await self.client.post(f"/internal/v1/payments/{order_id}/refund", json=body, headers=headers)
+
+    async def payment(self, order_id: str) -> httpx.Response:
+        return await self.client.get(f"/internal/v1/payments/{order_id}")
+
+    async def view(self, user_id: str, payment_id: str) -> httpx.Response:
+        return await self.client.get(f"/api/v1/payments/{payment_id}", headers=self.issuer.headers(user_id))
+
+    async def act(self, user_id: str, payment_id: str, decision: str) -> httpx.Response:
+        return await self.client.post(
+            f"/api/v1/payments/{payment_id}/action", json={"decision": decision}, headers=self.issuer.headers(user_id)
+        )
+
+    async def events(self, type_: str | None = None) -> list[dict[str, Any]]:
+        """The outbox's event envelopes (oldest first), all or of one type."""
+        rows = await self.rows("SELECT type, payload FROM outbox ORDER BY seq")
+        return [json.loads(row["payload"]) for row in rows if type_ is None or row["type"] == type_]
+
     async def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return [dict(row) for row in await self.service.db.fetch(sql, params)]
 
 
 def _cvc_for(number: str) -> str:
     return "7391" if number.startswith(("34", "37")) else "739"
+
+
+CVCS = ("739", "7391")
