@@ -9,6 +9,6 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 if __name__ == "__main__":
-    for script in ("db_read.py", "auth.py", "startup.py", "catalog.py"):
+    for script in ("db_read.py", "auth.py", "startup.py", "catalog.py", "gateway.py", "checkout.py", "notify.py"):
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(HERE / script)], check=True)
