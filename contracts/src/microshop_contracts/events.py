@@ -32,6 +32,20 @@ class UserRegistered(Event):
     name: str
 
 
+class UserContactChanged(Event):
+    """A user's contact details or notification choices changed (profile update)."""
+
+    TYPE: ClassVar[str] = "user.contact_changed.v1"
+
+    user_id: str
+    email: str
+    name: str
+    #: E.164, or None when the user has no phone number.
+    phone: str | None = None
+    email_marketing: bool = False
+    sms_order_updates: bool = False
+
+
 class UserDeleted(Event):
     TYPE: ClassVar[str] = "user.deleted.v1"
 
@@ -169,6 +183,7 @@ class PaymentRefunded(Event):
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     UserRegistered,
+    UserContactChanged,
     UserDeleted,
     OrderConfirmed,
     OrderRejected,

@@ -21,11 +21,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from microshop_contracts import Envelope, OrderShipped, PaymentRefunded, UserDeleted, UserRegistered
+from microshop_contracts import (
+    Envelope,
+    OrderShipped,
+    PaymentRefunded,
+    UserContactChanged,
+    UserDeleted,
+    UserRegistered,
+)
 from microshop_kit.testing import JwtIssuer, serve_aiohttp
 from microshop_notifications.domain import MARKETING
 from microshop_notifications.mailer import build_message
-from microshop_notifications.recipients import Recipients
 from microshop_notifications.sms import INVALID_NUMBER, SimulatedSmsProvider
 from microshop_notifications.store import Claimed
 
@@ -42,9 +48,12 @@ def _shipped(user_id: str) -> Envelope:
 
 
 async def _known(service: Service, user_id: str, phone: str | None, opted_in: bool) -> None:
-    async with service.kit.database.transaction() as tx:
-        await Recipients.registered(tx, user_id=user_id, email=f"{user_id}@example.com", name="Sam")
-        await Recipients.set_sms(tx, user_id=user_id, phone=phone, sms_order_updates=opted_in)
+    """The user registers, then sets a phone and the SMS choice in their profile (users' events)."""
+    await service.deliver(UserRegistered(user_id=user_id, email=f"{user_id}@example.com", name="Sam"))
+    changed = UserContactChanged(
+        user_id=user_id, email=f"{user_id}@example.com", name="Sam", phone=phone, sms_order_updates=opted_in
+    )
+    await service.deliver(changed)
 
 
 async def _status(service: Service, event_id: str, channel: str) -> str | None:

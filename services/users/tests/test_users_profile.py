@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,25 @@ async def test_phone_null_removes_it_and_an_empty_patch_changes_nothing(users: U
     assert unchanged == (200, {**unchanged[1], "phone": "+14155550100"})
     assert cleared[0] == 200
     assert cleared[1]["phone"] is None
+
+
+async def test_a_contact_change_is_published_once_per_real_change(users: UsersApp) -> None:
+    created = await users.register()
+    headers = await users.bearer()
+    await _patch(users, headers, {"phone": "+447700900123", "notification_preferences": {"sms_order_updates": True}})
+    await _patch(users, headers, {"phone": "+44 7700 900123"})  # the same number: nothing changed
+
+    db = users.app.state.kit.database
+    outbox = await db.fetch("SELECT type, payload FROM outbox ORDER BY seq")
+    assert [row["type"] for row in outbox] == ["user.registered.v1", "user.contact_changed.v1"]
+    assert json.loads(outbox[1]["payload"])["data"] == {
+        "user_id": created["id"],
+        "email": created["email"],
+        "name": created["name"],
+        "phone": "+447700900123",
+        "email_marketing": False,
+        "sms_order_updates": True,
+    }
 
 
 INVALID_CHANGES: list[tuple[dict[str, Any], str]] = [

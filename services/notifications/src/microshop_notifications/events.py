@@ -12,6 +12,7 @@ from microshop_contracts import (
     OrderRejected,
     OrderShipped,
     PaymentRefunded,
+    UserContactChanged,
     UserDeleted,
     UserRegistered,
 )
@@ -46,6 +47,7 @@ class Consumers:
             PaymentRefunded.TYPE: self.on_payment_refunded,
             UserRegistered.TYPE: self.on_user_registered,
             UserDeleted.TYPE: self.on_user_deleted,
+            UserContactChanged.TYPE: self.on_contact_changed,
         }
 
     async def on_order_confirmed(self, tx: Tx, event: Envelope) -> None:
@@ -92,6 +94,17 @@ class Consumers:
             return  # the account was deleted before this event came: nobody to welcome
         email = self.renderer.email(self.renderer.welcome(data), data.email)
         await self.recorder.record(tx, event_id=event.id, event_type=event.type, message=email, user_id=data.user_id)
+
+    async def on_contact_changed(self, tx: Tx, event: Envelope) -> None:
+        data = UserContactChanged.model_validate(event.data)
+        await Recipients.contact_changed(
+            tx,
+            user_id=data.user_id,
+            email=data.email,
+            name=data.name,
+            phone=data.phone,
+            sms_order_updates=data.sms_order_updates,
+        )
 
     async def on_user_deleted(self, tx: Tx, event: Envelope) -> None:
         data = UserDeleted.model_validate(event.data)

@@ -31,6 +31,14 @@ class Recipients:
         return changed == 1
 
     @staticmethod
+    async def contact_changed(
+        tx: Tx, *, user_id: str, email: str, name: str, phone: str | None, sms_order_updates: bool
+    ) -> None:
+        """Record a user's current contact details and SMS opt-in (a deleted account stays erased)."""
+        await Recipients.registered(tx, user_id=user_id, email=email, name=name)
+        await Recipients.set_sms(tx, user_id=user_id, phone=phone, sms_order_updates=sms_order_updates)
+
+    @staticmethod
     async def set_sms(tx: Tx, *, user_id: str, phone: str | None, sms_order_updates: bool) -> None:
         """Record a user's phone and SMS opt-in (for a user the read model already knows, not deleted)."""
         await tx.execute(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from microshop_contracts import UserDeleted, UserRegistered
+from microshop_contracts import UserContactChanged, UserDeleted, UserRegistered
 from microshop_kit.bus import Outbox
 from microshop_kit.db import Database, Tx
 from microshop_kit.log import get_logger
@@ -132,6 +132,16 @@ class Accounts:
             account = await self._live_account(tx, user_id)
             user = domain.change_profile(account.user, change)
             await self.store.save_profile(tx, user)
+            if user != account.user:  # a no-op change tells nobody anything
+                contact = UserContactChanged(
+                    user_id=user.id,
+                    email=user.email,
+                    name=user.name,
+                    phone=user.phone,
+                    email_marketing=user.preferences.email_marketing,
+                    sms_order_updates=user.preferences.sms_order_updates,
+                )
+                await self.outbox.add(tx, contact)
         return user
 
     async def change_password(
