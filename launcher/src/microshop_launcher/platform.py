@@ -289,6 +289,8 @@ class Platform:
             urls = [self.url(upstream, i) for i in range(max(1, len(self.processes.get(upstream, []))))]
             values[f"{upstream.upper()}_URL"] = ",".join(urls) if name == "gateway" else urls[0]
         values.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(ports["smtp"]), MAILBOX_URL=self.mailbox_url)
+        if name == "storefront":
+            values["GATEWAY_URL"] = self.gateway_url  # the storefront is a client of the public API
         env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
         env.update({prefix + key: value for key, value in values.items()})
         env.update(self.config.extra_env)

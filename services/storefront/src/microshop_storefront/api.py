@@ -1,122 +1,74 @@
-"""The storefront's pages: catalog, product, mailbox; an API that is down gives a clear page, never a 500."""
+"""The storefront's pages, gathered, and how failures become pages a person understands (never a 500 page
+without the shop around it, never a JSON error in a browser)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from microshop_kit.log import get_logger
+from microshop_storefront import account_pages, admin_pages, cart_pages, catalog_pages, mailbox_pages, order_pages
+from microshop_storefront.clients import ApiError, NotFound, SourceUnavailable
+from microshop_storefront.session import CsrfRefused, SignInRequired
+from microshop_storefront.web import BadForm, Shop, get_shop, redirect
 
-from microshop_storefront.clients import BadRequest, Catalog, Mailbox, NotFound, SourceUnavailable
+log = get_logger("microshop.storefront")
 
-router = APIRouter()
-
-# Inline scripts are refused (a missed escape cannot run code); inline styles stay allowed because the
-# mailbox shows emails in a srcdoc iframe, which inherits this policy, and emails style inline.
-CSP = (
-    "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+ROUTERS = (
+    catalog_pages.router,
+    cart_pages.router,
+    order_pages.router,
+    account_pages.router,
+    admin_pages.router,
+    mailbox_pages.router,
 )
 
 
-@dataclass(frozen=True)
-class Shop:
-    """What the pages need; built at start-up and kept on ``app.state.shop``."""
+def install_error_pages(app: FastAPI) -> None:
+    """Error pages in the shop's layout, in place of the kit's problem+json answers."""
 
-    templates: Jinja2Templates
-    catalog: Catalog
-    mailbox: Mailbox
-    page_size: int
+    def shop_of(request: Request) -> Shop:
+        return get_shop(request)
 
-    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        response = self.templates.TemplateResponse(request, name, context, status_code=status)
-        response.headers["Content-Security-Policy"] = CSP
-        return response
+    async def sign_in_first(request: Request, _: Exception) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return redirect("/signin", "session-expired", next=target if request.method == "GET" else "/")
 
-    def unavailable(self, request: Request, what: str, **context: Any) -> HTMLResponse:
-        response = self.render(request, "unavailable.html", 503, what=what, **context)
-        response.headers["Retry-After"] = "5"
-        return response
+    async def csrf_refused(request: Request, _: Exception) -> Response:
+        message = "This form has expired or did not come from this shop. Go back, reload the page and try again."
+        return shop_of(request).error(request, 403, "Please try again", message)
 
-    def not_found(self, request: Request, message: str) -> HTMLResponse:
-        return self.render(request, "not_found.html", 404, title="Not found", message=message)
+    async def bad_form(request: Request, _: Exception) -> Response:
+        return shop_of(request).error(request, 400, "That form could not be read", "Please fill it in again.")
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("upstream unavailable", path=request.url.path, error=str(exc))
+        return shop_of(request).unavailable(request, "This page")
 
-def get_shop(request: Request) -> Shop:
-    shop: Shop = request.app.state.shop
-    return shop
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        if isinstance(exc, NotFound):
+            return shop_of(request).not_found(request, "There is nothing here.")
+        return shop_of(request).error(request, exc.status, "That did not work", exc.detail)
 
+    async def bad_request(request: Request, _: Exception) -> Response:
+        message = "The address of this page is not valid. Check the link, or start again from the home page."
+        return shop_of(request).error(request, 400, "That page address is not valid", message)
 
-ShopDep = Annotated[Shop, Depends(get_shop)]
-PageQuery = Annotated[int, Query(ge=1, le=10_000)]
-CategoryQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")]
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return shop_of(request).not_found(request, "There is no page at this address.")
+        if exc.status_code == 405:
+            return shop_of(request).error(request, 405, "Not here", "This page cannot be used that way.")
+        return shop_of(request).error(request, exc.status_code, "That did not work", str(exc.detail))
 
-
-@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def catalog_page(
-    request: Request, shop: ShopDep, page: PageQuery = 1, category: CategoryQuery = None
-) -> HTMLResponse:
-    category = category or None
-    try:
-        products, categories = await shop.catalog.page(page=page, limit=shop.page_size, category=category)
-    except SourceUnavailable:
-        return shop.unavailable(request, "The catalog", title="Catalog")
-    except (NotFound, BadRequest):
-        return shop.not_found(request, f"There is no category {category!r}." if category else "No such page.")
-    current = next((c for c in categories if c.slug == category), None)
-    return shop.render(
-        request,
-        "catalog.html",
-        title=current.name if current else "Catalog",
-        products=products,
-        categories=categories,
-        category=category,
-    )
-
-
-@router.api_route("/products/{product_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def product_page(
-    request: Request, shop: ShopDep, product_id: Annotated[str, Path(min_length=1, max_length=64)]
-) -> HTMLResponse:
-    try:
-        product = await shop.catalog.product(product_id)
-    except SourceUnavailable:
-        return shop.unavailable(request, "This product", title="Product")
-    except (NotFound, BadRequest):
-        return shop.not_found(request, "There is no such product.")
-    return shop.render(request, "product.html", title=product.name, product=product)
-
-
-@router.api_route("/mailbox", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def mailbox_page(
-    request: Request, shop: ShopDep, to: Annotated[str | None, Query(max_length=254)] = None
-) -> HTMLResponse:
-    try:
-        messages = await shop.mailbox.messages(to=to or None)
-    except (SourceUnavailable, NotFound, BadRequest):
-        return shop.unavailable(request, "The mailbox", title="Mailbox")
-    return shop.render(request, "mailbox.html", title="Mailbox", messages=messages, to=to or "")
-
-
-@router.api_route("/mailbox/{message_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def message_page(
-    request: Request,
-    shop: ShopDep,
-    message_id: Annotated[str, Path(min_length=1, max_length=200)],
-    view: Annotated[str, Query(pattern=r"^(html|text)$")] = "html",
-) -> HTMLResponse:
-    try:
-        message = await shop.mailbox.message(message_id)
-    except NotFound:
-        return shop.not_found(request, "There is no such email.")
-    except (SourceUnavailable, BadRequest):
-        return shop.unavailable(request, "The mailbox", title="Mailbox")
-    return shop.render(
-        request,
-        "message.html",
-        title=message.subject or "(no subject)",
-        message=message,
-        show_html=view == "html" and bool(message.html),
-    )
+    app.add_exception_handler(SignInRequired, sign_in_first)
+    app.add_exception_handler(CsrfRefused, csrf_refused)
+    app.add_exception_handler(BadForm, bad_form)
+    app.add_exception_handler(SourceUnavailable, unavailable)
+    app.add_exception_handler(ApiError, refused)
+    app.add_exception_handler(RequestValidationError, bad_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,9 +1,9 @@
-"""Wiring of the storefront: templates, static files, and clients of the products API and the mail sink."""
+"""Wiring of the storefront: templates, static files, clients of the gateway's API and of the mail sink."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -12,10 +12,12 @@ from fastapi.templating import Jinja2Templates
 from microshop_kit.app import Kit, ServiceSpec, create_service_app
 from microshop_kit.breaker import CircuitBreaker
 from microshop_kit.http import ServiceClient
-from microshop_storefront.api import Shop, router
-from microshop_storefront.clients import Catalog, Mailbox
+from microshop_storefront.api import ROUTERS, install_error_pages
+from microshop_storefront.clients import Accounts, Api, Catalog, Mailbox, Orders, Payments
 from microshop_storefront.domain import format_money
+from microshop_storefront.session import CookieMiddleware, Sessions, csrf_key
 from microshop_storefront.settings import StorefrontSettings
+from microshop_storefront.web import Shop
 
 HERE = Path(__file__).parent
 
@@ -24,6 +26,7 @@ def _templates(settings: StorefrontSettings) -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["money"] = format_money
     templates.env.filters["segment"] = lambda value: quote(str(value), safe="")  # one path segment, "/" too
+    templates.env.filters["query"] = lambda params, **more: urlencode({**params, **more})
     templates.env.globals["shop_name"] = settings.shop_name
     return templates
 
@@ -32,23 +35,37 @@ def create_app(settings: StorefrontSettings | None = None) -> FastAPI:
     settings = settings or StorefrontSettings()
     app: FastAPI
 
-    async def start(kit: Kit) -> None:
-        def client(name: str, url: str) -> ServiceClient:
-            # One retry at most: a person is waiting for the page.
-            return ServiceClient(
-                name, url, kit.http, timeout=settings.upstream_timeout, retries=1, breaker=CircuitBreaker()
-            )
+    secret = settings.csrf_secret.get_secret_value() if settings.csrf_secret else None
 
+    async def start(kit: Kit) -> None:
+        def api(name: str, url: str, timeout: float = settings.upstream_timeout) -> Api:
+            # One retry at most: a person is waiting for the page. A breaker per area, so payments being
+            # down does not stop browsing.
+            client = ServiceClient(name, url, kit.http, timeout=timeout, retries=1, breaker=CircuitBreaker())
+            return Api(client)
+
+        accounts = Accounts(api("accounts", settings.gateway_url))
         app.state.shop = Shop(
+            settings=settings,
             templates=_templates(settings),
-            catalog=Catalog(client("products", settings.products_url)),
-            mailbox=Mailbox(client("mailbox", settings.mailbox_url)),
-            page_size=settings.page_size,
+            catalog=Catalog(api("catalog", settings.gateway_url)),
+            accounts=accounts,
+            orders=Orders(api("orders", settings.gateway_url)),
+            payments=Payments(api("payments", settings.gateway_url)),
+            mailbox=Mailbox(api("mailbox", settings.mailbox_url)),
+            admin=api("admin", settings.gateway_url),
+            status=api("status", settings.gateway_url),
+            sessions=Sessions(accounts),
+            csrf_key=csrf_key(secret, settings.data_dir),
         )
 
     app = create_service_app(
         settings,
-        ServiceSpec(title="microshop storefront", routers=[router], migrations=None, uses_bus=False, startup=[start]),
+        ServiceSpec(
+            title="microshop storefront", routers=list(ROUTERS), migrations=None, uses_bus=False, startup=[start]
+        ),
     )
+    install_error_pages(app)
+    app.add_middleware(CookieMiddleware)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
