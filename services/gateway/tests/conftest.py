@@ -25,12 +25,19 @@ class EchoUpstream:
     """A stand-in service: answers every request with what it received, and records it.
 
     a path ending in ``/slow`` waits until the test ends (or ``release`` is set); one ending in ``/cacheable`` is
-    answered as shareable (``Cache-Control: public``); ``/readyz`` answers ``ready_status``.
+    answered as shareable (``Cache-Control: public``); ``/readyz`` answers ``ready_status``. With ``drop`` set,
+    every other request is recorded and its connection closed without an answer (a crashing instance that
+    still passes its readiness probe). A path ending in ``/fail`` is answered 503 (the service speaking);
+    ``/openapi.json`` answers ``openapi`` when it is set (``openapi_status`` otherwise).
     """
 
     name: str
     calls: list[dict[str, Any]] = field(default_factory=list)
     ready_status: int = 200
+    drop: bool = False
+    openapi: dict[str, Any] | None = None
+    openapi_status: int = 404
+    openapi_served: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -38,6 +45,11 @@ class EchoUpstream:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path == "/readyz":
             return web.json_response({"status": "x"}, status=self.ready_status)
+        if request.path == "/openapi.json":
+            self.openapi_served += 1
+            if self.openapi is None:
+                return web.json_response({"detail": "none"}, status=self.openapi_status)
+            return web.json_response(self.openapi)
         body = await request.read()
         call = {
             "instance": self.name,
@@ -49,6 +61,11 @@ class EchoUpstream:
             "body": body.decode("utf-8", "replace"),
         }
         self.calls.append(call)
+        if self.drop and request.transport is not None:
+            request.transport.abort()
+            return web.Response()
+        if request.path.endswith("/fail"):
+            return web.json_response({"type": "/problems/x"}, status=503, content_type="application/problem+json")
         if request.path.endswith("/slow"):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.release.wait(), timeout=5)

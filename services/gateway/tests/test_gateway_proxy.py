@@ -163,16 +163,18 @@ async def test_slow_upstream_is_a_504_naming_the_service(
 
 
 async def test_get_is_retried_once_on_another_instance_but_post_is_not(
-    make_gateway: GatewayFactory, upstreams: Upstreams, dead_url: str
+    make_gateway: GatewayFactory, upstreams: Upstreams
 ) -> None:
-    async with make_gateway(products_url=f"{dead_url},{upstreams['products'].url}") as gateway:
-        get = await gateway.get("/api/v1/products")  # the dead instance is first in the rotation
-    async with make_gateway(products_url=f"{dead_url},{upstreams['products'].url}") as gateway:
+    upstreams["products"].drop = True  # first in the rotation; it passes its readiness probe
+    both = f"{upstreams['products'].url},{upstreams['products-2'].url}"
+    async with make_gateway(products_url=both) as gateway:
+        get = await gateway.get("/api/v1/products")
+    async with make_gateway(products_url=both) as gateway:
         post = await gateway.post("/api/v1/products", json={})
 
-    assert get.status_code == 200
+    assert get.status_code == 200 and get.headers["x-upstream"] == "products-2"
     assert post.status_code == 503
-    assert [call["method"] for call in upstreams["products"].calls] == ["GET"]
+    assert [call["method"] for call in upstreams["products-2"].calls] == ["GET"]
 
 
 async def test_head_keeps_the_upstream_length(gateway: httpx.AsyncClient) -> None:
@@ -199,6 +201,7 @@ async def test_too_large_upstream_answer_is_502(make_gateway: GatewayFactory) ->
 
     assert response.status_code == 502
     assert response.json()["service"] == "users"
+    assert response.json()["type"] == "/problems/upstream-too-large"
 
 
 async def test_public_answers_are_shared_for_a_moment_but_never_personal_ones(

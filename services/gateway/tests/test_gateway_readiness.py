@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -44,3 +45,37 @@ async def test_one_ready_instance_of_two_is_degraded_but_ready(
 
     assert response.status_code == 200
     assert response.json()["checks"]["products"] == "degraded: 1/2 instances ready"
+
+
+async def test_an_instance_failing_readiness_leaves_the_rotation_and_comes_back(
+    make_gateway: GatewayFactory, upstreams: Upstreams
+) -> None:
+    first, second = upstreams["products"], upstreams["products-2"]
+    async with make_gateway(products_url=f"{first.url},{second.url}", probe_interval=0.05) as gateway:
+        second.ready_status = 503
+        await asyncio.sleep(0.3)
+        while_unready = [(await gateway.get("/api/v1/products")).headers["x-upstream"] for _ in range(4)]
+        report = await gateway.get("/readyz")
+        second.ready_status = 200
+        await asyncio.sleep(0.3)
+        after = [(await gateway.get("/api/v1/products")).headers["x-upstream"] for _ in range(4)]
+        recovered = (await gateway.get("/readyz")).json()
+
+    assert while_unready == ["products"] * 4
+    assert report.status_code == 200
+    assert report.json()["checks"]["products"] == "degraded: 1/2 instances ready"
+    products = report.json()["upstreams"]["products"]
+    assert products["state"] == "degraded" and products["circuit"] == "closed"
+    assert [(i["url"], i["in_rotation"]) for i in products["instances"]] == [(first.url, True), (second.url, False)]
+    assert "answered 503" in products["instances"][1]["detail"]
+    assert sorted(after) == ["products", "products", "products-2", "products-2"]
+    assert all(i["in_rotation"] for i in recovered["upstreams"]["products"]["instances"])
+
+
+async def test_readyz_reports_every_instance_of_every_upstream(gateway: httpx.AsyncClient) -> None:
+    body = (await gateway.get("/readyz")).json()
+
+    assert set(body["upstreams"]) == {"users", "products", "orders", "payments", "notifications", "storefront"}
+    for upstream in body["upstreams"].values():
+        assert upstream["state"] == "ok" and upstream["circuit"] == "closed"
+        assert [instance["detail"] for instance in upstream["instances"]] == ["ok"]

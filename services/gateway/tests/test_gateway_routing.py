@@ -97,12 +97,14 @@ async def test_round_robin_over_two_instances(make_gateway: GatewayFactory, upst
 
 
 async def test_an_instance_that_failed_is_skipped_for_a_while(
-    make_gateway: GatewayFactory, upstreams: Upstreams, dead_url: str
+    make_gateway: GatewayFactory, upstreams: Upstreams
 ) -> None:
-    both = f"{dead_url},{upstreams['users'].url}"
+    upstreams["users"].drop = True  # first in the rotation; it passes its readiness probe
+    both = f"{upstreams['users'].url},{upstreams['products-2'].url}"
     async with make_gateway(users_url=both) as gateway:
         # POST is never retried, so only the skipping keeps later calls off the dead instance.
         statuses = [(await gateway.post("/api/v1/users", json={})).status_code for _ in range(4)]
 
     assert statuses == [503, 200, 200, 200]
-    assert len(upstreams["users"].calls) == 3
+    assert len(upstreams["users"].calls) == 1
+    assert len(upstreams["products-2"].calls) == 3

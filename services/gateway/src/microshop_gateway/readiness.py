@@ -1,45 +1,108 @@
-"""The gateway's readiness: each upstream service answers 200 on /readyz on at least one instance."""
+"""Readiness of the upstreams: a background loop probes every instance's /readyz and takes an instance that
+fails out of the rotation (back in once it passes); the gateway's own /readyz reports what the loop saw."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
-from microshop_kit.app import Kit
-from microshop_kit.context import outgoing_headers
-from microshop_kit.errors import UpstreamUnavailable
+from microshop_gateway.proxy import Upstream
+from microshop_kit.http import HttpPool
+from microshop_kit.log import get_logger
 
-ReadyCheck = Callable[[Kit], Awaitable[str | None]]
+log = get_logger("microshop.gateway.readiness")
 
 
-async def _probe(kit: Kit, base: str, limit: float) -> str:
-    """``"ok"`` or why the instance is not ready."""
+@dataclass
+class Probe:
+    """The last readiness probe of one instance."""
+
+    ready: bool
+    detail: str
+    checked_at: float
+
+
+async def probe(session: aiohttp.ClientSession, base: str, limit: float) -> Probe:
+    """Ask one instance's /readyz; ``detail`` says why it is not ready."""
     try:
-        async with kit.http.session().get(
-            f"{base}/readyz",
-            headers=outgoing_headers(),
-            timeout=aiohttp.ClientTimeout(total=limit),
-            allow_redirects=False,
+        async with session.get(
+            f"{base}/readyz", timeout=aiohttp.ClientTimeout(total=limit), allow_redirects=False
         ) as response:
-            return "ok" if response.status == 200 else f"{base} answered {response.status}"
+            await response.read()
+            ready = response.status == 200
+            detail = "ok" if ready else f"{base} answered {response.status}"
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return f"{base} unreachable ({type(exc).__name__})"
+        ready, detail = False, f"{base} unreachable ({type(exc).__name__})"
+    return Probe(ready, detail, time.time())
 
 
-def upstream_check(service: str, urls: Sequence[str], timeout: float) -> ReadyCheck:
-    """A ready check named after the service (its key in the /readyz report)."""
+class Readiness:
+    """Probes every instance of every upstream and keeps the balancers' rotations in step."""
 
-    async def check(kit: Kit) -> str:
-        results = await asyncio.gather(*(_probe(kit, url, timeout) for url in urls))
-        ready = sum(result == "ok" for result in results)
-        if ready == 0:
-            raise UpstreamUnavailable(service, "; ".join(results))
-        if ready < len(results):
-            return f"degraded: {ready}/{len(results)} instances ready"
+    def __init__(self, upstreams: Mapping[str, Upstream], http: HttpPool, *, interval: float, timeout: float) -> None:
+        self.upstreams = upstreams
+        self.http = http
+        self.interval = interval
+        self.timeout = timeout
+        self.probes: dict[str, dict[str, Probe]] = {name: {} for name in upstreams}
+
+    async def probe_all(self) -> None:
+        """One round: every instance at once, each bounded by the probe timeout."""
+        session = self.http.session()
+        pairs = [(upstream, url) for upstream in self.upstreams.values() for url in upstream.balancer.urls]
+        results = await asyncio.gather(*(probe(session, url, self.timeout) for _, url in pairs))
+        for (upstream, url), result in zip(pairs, results, strict=True):
+            self.probes[upstream.name][url] = result
+            if upstream.balancer.set_ready(url, result.ready):
+                if result.ready:
+                    log.info("instance back in rotation", service=upstream.name, instance=url)
+                else:
+                    log.warning("instance out of rotation", service=upstream.name, instance=url, reason=result.detail)
+
+    async def run(self) -> None:
+        """Probe every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.probe_all()
+
+    def service_state(self, name: str) -> str:
+        """``ok``, ``degraded: k/n instances ready`` or ``unavailable: <why>`` (the kit's /readyz wording)."""
+        upstream = self.upstreams[name]
+        probes = self.probes[name]
+        ready = [url for url in upstream.balancer.urls if upstream.balancer.is_ready(url)]
+        if not ready:
+            why = "; ".join(probes[url].detail for url in upstream.balancer.urls if url in probes)
+            return f"unavailable: {why or 'not probed yet'}"
+        if len(ready) < len(upstream.balancer.urls):
+            return f"degraded: {len(ready)}/{len(upstream.balancer.urls)} instances ready"
         return "ok"
 
-    check.__name__ = service
-    check.__qualname__ = f"upstream_check.{service}"
-    return check
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every upstream has a ready instance, and the /readyz body: a ``checks`` line per service
+        (as every service's /readyz has) and per upstream its circuit and each instance's last probe."""
+        checks = {name: self.service_state(name) for name in self.upstreams}
+        upstreams: dict[str, Any] = {}
+        for name, upstream in self.upstreams.items():
+            instances = []
+            for url in upstream.balancer.urls:
+                last = self.probes[name].get(url)
+                instances.append(
+                    {
+                        "url": url,
+                        "in_rotation": upstream.balancer.is_ready(url),
+                        "detail": last.detail if last else "not probed yet",
+                        "checked_at": last.checked_at if last else None,
+                    }
+                )
+            upstreams[name] = {
+                "state": checks[name].split(":")[0],
+                "circuit": upstream.breaker.state,
+                "instances": instances,
+            }
+        ready = not any(state.startswith("unavailable") for state in checks.values())
+        return ready, {"status": "ready" if ready else "unavailable", "checks": checks, "upstreams": upstreams}

@@ -119,7 +119,11 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
         if self.size > self.limit:
-            raise UpstreamTooLarge(f"answer exceeds {self.limit} bytes")
+            # Failed here, before raising: httptools wraps a callback's exception in its own parser error,
+            # which data_received would otherwise report as a broken answer.
+            too_large = UpstreamTooLarge(f"answer exceeds {self.limit} bytes")
+            self._fail(too_large)
+            raise too_large
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
