@@ -44,6 +44,13 @@ imports: install ## Services never import each other
 
 check: lint typecheck imports ## Every static check CI runs
 
+.PHONY: deploy-check
+deploy-check: install ## Validate deploy/ offline: hadolint, yamllint, kubernetes-validate, checkov
+	.venv/bin/hadolint deploy/docker/*/Dockerfile
+	.venv/bin/yamllint --strict -c deploy/.yamllint.yaml deploy
+	.venv/bin/kubernetes-validate --strict --quiet $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+	.venv/bin/checkov --config-file deploy/.checkov.yaml --directory deploy
+
 bench: install ## Benchmarks (see bench/README.md)
 	.venv/bin/python bench/run.py
 
