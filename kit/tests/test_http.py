@@ -290,3 +290,38 @@ async def test_repeated_query_parameters_are_sent(upstream: Upstream, pool: Http
 def test_rejects_a_base_url_without_http_scheme(pool: HttpPool) -> None:
     with pytest.raises(ValueError, match="products"):
         ServiceClient("products", "products:8102", pool)
+
+
+# -- several instances --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def second_upstream() -> AsyncIterator[Upstream]:
+    server = Upstream()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    async with serve_aiohttp(app, shutdown_timeout=0.1) as url:
+        server.url = url
+        yield server
+
+
+async def test_calls_go_round_robin_over_the_instances(
+    upstream: Upstream, second_upstream: Upstream, pool: HttpPool
+) -> None:
+    service = client(f"{upstream.url}, {second_upstream.url}", pool)
+    for _ in range(6):
+        assert (await service.get("/items")).status == 200
+
+    assert (upstream.hits["/items"], second_upstream.hits["/items"]) == (3, 3)
+
+
+async def test_a_refusing_instance_is_skipped_even_for_a_post(
+    refused_url: str, upstream: Upstream, pool: HttpPool
+) -> None:
+    breaker = CircuitBreaker(failure_ratio=0.5, min_calls=1)
+    service = client(f"{refused_url},{upstream.url}", pool, breaker=breaker)
+    answers = [await service.post("/orders", json={"n": n}) for n in range(4)]
+
+    assert [answer.status for answer in answers] == [200] * 4
+    assert upstream.hits["/orders"] == 4  # each POST sent once, to the instance that listens
+    assert breaker.allow(), "a refusal that another instance made up for is no failure"

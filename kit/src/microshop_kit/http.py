@@ -91,7 +91,12 @@ class UpstreamResponse:
 
 
 class ServiceClient:
-    """Calls one upstream service. ``timeout`` bounds a whole call, retries and back-off included."""
+    """Calls one upstream service. ``timeout`` bounds a whole call, retries and back-off included.
+
+    ``base_url`` may list several instances, comma-separated: calls go round-robin, and an instance that
+    refuses the connection (the request was never sent, so any method is safe) is skipped for the next one
+    within the same attempt. Only when every instance refuses does the attempt fail.
+    """
 
     def __init__(
         self,
@@ -106,10 +111,11 @@ class ServiceClient:
         backoff_base: float = 0.05,
         backoff_cap: float = 1.0,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url for {name!r} must be an http(s) URL, got {base_url!r}")
+        self.base_urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        if not self.base_urls or not all(url.startswith(("http://", "https://")) for url in self.base_urls):
+            raise ValueError(f"base_url for {name!r} must be http(s) URLs (comma-separated), got {base_url!r}")
         self.name = name
-        self.base_url = base_url.rstrip("/")
+        self._next = 0
         self.pool = pool
         self.timeout = timeout
         self.retries = retries
@@ -206,22 +212,32 @@ class ServiceClient:
         headers = CIMultiDict(outgoing_headers())
         headers.update(extra)
         timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=min(self.connect_timeout, remaining))
-        try:
-            async with self.pool.session().request(
-                method,
-                self.base_url + path,
-                data=content,
-                headers=headers,
-                params=params,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                body = await response.read()
-        except (aiohttp.ClientError, TimeoutError):
-            self._record(failed=True)
-            raise
-        self._record(failed=response.status >= 500)
-        return UpstreamResponse(response.status, response.headers, body, self.name)
+        count = len(self.base_urls)
+        start, self._next = self._next, (self._next + 1) % count
+        for step in range(count):
+            base = self.base_urls[(start + step) % count]
+            try:
+                async with self.pool.session().request(
+                    method,
+                    base + path,
+                    data=content,
+                    headers=headers,
+                    params=params,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+            except aiohttp.ClientConnectorError:
+                if step + 1 < count:
+                    continue  # refused: nothing was sent, so the next instance may have it
+                self._record(failed=True)
+                raise
+            except (aiohttp.ClientError, TimeoutError):
+                self._record(failed=True)
+                raise
+            self._record(failed=response.status >= 500)
+            return UpstreamResponse(response.status, response.headers, body, self.name)
+        raise AssertionError("unreachable: the last instance returns or raises")
 
     def _record(self, *, failed: bool) -> None:
         if self.breaker is None:

@@ -287,7 +287,7 @@ class Platform:
             values["DATABASE_URL"] = self.database_url(name)
         for upstream in ("users", "products", "orders", "payments", "notifications", "storefront"):
             urls = [self.url(upstream, i) for i in range(max(1, len(self.processes.get(upstream, []))))]
-            values[f"{upstream.upper()}_URL"] = ",".join(urls) if name == "gateway" else urls[0]
+            values[f"{upstream.upper()}_URL"] = ",".join(urls)  # every instance: callers balance and fail over
         values.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(ports["smtp"]), MAILBOX_URL=self.mailbox_url)
         if name == "storefront":
             values["GATEWAY_URL"] = self.gateway_url  # the storefront is a client of the public API
