@@ -8,7 +8,18 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
+SCRIPTS = (
+    "db_read.py",
+    "auth.py",
+    "startup.py",
+    "catalog.py",
+    "gateway.py",
+    "storefront.py",
+    "checkout.py",
+    "notify.py",
+)
+
 if __name__ == "__main__":
-    for script in ("db_read.py", "auth.py", "startup.py", "catalog.py", "gateway.py", "checkout.py", "notify.py"):
+    for script in SCRIPTS:
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(HERE / script)], check=True)
