@@ -140,8 +140,8 @@ async def test_delete_anonymises_revokes_and_publishes_user_deleted(users: Users
     assert await db.fetchval("SELECT count(*) FROM addresses") == 0
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL") == 0
     outbox = await db.fetch("SELECT type, payload FROM outbox ORDER BY seq")
-    assert [r["type"] for r in outbox] == ["user.registered.v1", "user.deleted.v1"]
-    assert json.loads(outbox[1]["payload"])["data"] == {"user_id": created["id"]}
+    assert [r["type"] for r in outbox] == ["user.registered.v1", "user.contact_changed.v1", "user.deleted.v1"]
+    assert json.loads(outbox[-1]["payload"])["data"] == {"user_id": created["id"]}
 
 
 async def test_a_deleted_account_is_gone_for_every_route(users: UsersApp) -> None:
