@@ -5,7 +5,9 @@ workers is one signed-in customer with a card who, back to back, puts one unit i
 and places the order (``POST /api/v1/orders``: validate user, reserve, charge, commit, confirm). Reported: orders/s
 over the run (the cart call included: it is part of every checkout), and p50/p99 of ``POST /api/v1/orders`` and
 of the cart call. After the run every order must be final, confirmed orders == captured payments, and per SKU
-on hand + reserved + sold == received with nothing left reserved.
+on hand + reserved + sold == received with nothing left reserved. Also reported: the CPU time each process of
+the platform spent per checkout over the measured window (user + system, from /proc), which stays meaningful when
+other work shares the machine, unlike orders/s.
 The load generator is an asyncio aiohttp client in this process; it shares the 2 CPUs with the services, so the
 figures are a floor. The load average at the start is reported beside them.
 Run: .venv/bin/python bench/checkout.py [--seconds 10] [--concurrency 16] [--no-postgres]
@@ -53,13 +55,28 @@ async def customer(session: aiohttp.ClientSession, base: str) -> tuple[dict[str,
     return auth, method
 
 
-async def load(base: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    """``concurrency`` customers check out back to back for ``seconds``."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(platform: Platform) -> dict[str, int]:
+    pids = {name: instances[0].pid for name, instances in platform.processes.items() if instances}
+    if platform.broker is not None:
+        pids["nats"] = platform.broker.pid
+    return pids
+
+
+async def load(base: str, seconds: float, concurrency: int, pids: dict[str, int]) -> dict[str, Any]:
+    """``concurrency`` customers check out back to back for ``seconds``; CPU of ``pids`` per checkout meanwhile."""
     orders: list[float] = []
     carts: list[float] = []
     statuses: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
+        # Signing up hashes passwords (argon2): done before the measured window, not counted.
         buyers = [await customer(session, base) for _ in range(concurrency)]
 
         async def checkout(auth: dict[str, str], method: str, n: int) -> tuple[float, float, int]:
@@ -77,6 +94,7 @@ async def load(base: str, seconds: float, concurrency: int) -> dict[str, Any]:
 
         for n, (auth, method) in enumerate(buyers):  # warm the connections and the caches
             await checkout(auth, method, n)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         deadline = time.perf_counter() + seconds
 
         async def worker(auth: dict[str, str], method: str, index: int) -> None:
@@ -91,12 +109,18 @@ async def load(base: str, seconds: float, concurrency: int) -> dict[str, Any]:
         started = time.perf_counter()
         await asyncio.gather(*(worker(auth, method, i) for i, (auth, method) in enumerate(buyers)))
         elapsed = time.perf_counter() - started
+        done = max(1, len(orders))
+        cpu_ms = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / done for name, pid in pids.items()}
     return {
         "orders": len(orders),
         "orders_per_s": round(len(orders) / elapsed),
         "place_order": percentiles(orders),
         "put_cart": percentiles(carts),
         "outcomes": statuses,
+        "cpu_ms_per_checkout": {
+            **{name: round(ms, 2) for name, ms in sorted(cpu_ms.items(), key=lambda item: -item[1]) if ms >= 0.01},
+            "total": round(sum(cpu_ms.values()), 2),
+        },
     }
 
 
@@ -152,7 +176,7 @@ def run(dialect: str, seconds: float, concurrency: int) -> dict[str, Any]:
             platform.start(timeout=90)
             platform.run_cli("products", "seed")
             asyncio.run(stock_up(platform, 10_000_000))
-            result = asyncio.run(load(platform.gateway_url, seconds, concurrency))
+            result = asyncio.run(load(platform.gateway_url, seconds, concurrency, processes(platform)))
             result["invariants"] = asyncio.run(invariants(platform))
             return result
         finally:

@@ -76,7 +76,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
             outbox=kit.bus.outbox,
             checkout_budget=settings.checkout_budget_seconds,
         )
-        saga.on_finished = orders.finished
+        saga.on_final = orders.settle
         app.state.orders = orders
         kit.background(recovery_loop(saga, store, settings.recovery_interval_seconds), "saga-recovery")
 

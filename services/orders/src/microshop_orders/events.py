@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from microshop_contracts import Envelope, PaymentCaptured, PaymentFailed
 from microshop_kit.db import Tx
+from microshop_orders.domain import Status
 from microshop_orders.store import OrderStore
 
 Handler = Callable[[Tx, Envelope], Awaitable[None]]
@@ -31,5 +32,8 @@ class PaymentEvents:
         await self._record(tx, data.order_id, f"failed:{data.code}")
 
     async def _record(self, tx: Tx, order_id: str, outcome: str) -> None:
-        if await self.store.record_payment_outcome(tx, order_id, outcome):
+        status = await self.store.record_payment_outcome(tx, order_id, outcome)
+        # Only an order waiting for the customer needs waking: a PENDING one is at its charge, whose runner reads
+        # the answer itself (the recovery loop finds it due at once if that runner died).
+        if status == Status.AWAITING_PAYMENT:
             tx.after_commit(lambda: self.resume(order_id))

@@ -10,7 +10,7 @@ from typing import Any
 
 from microshop_contracts import OrderDelivered, OrderShipped
 from microshop_kit.bus import Outbox
-from microshop_kit.db import Row
+from microshop_kit.db import Row, Tx
 from microshop_kit.errors import IntegrityError, UpstreamUnavailable
 from microshop_kit.http import ServiceClient
 from microshop_orders import domain
@@ -70,27 +70,7 @@ class Orders:
 
     async def cart(self, user_id: str) -> dict[str, Any]:
         rows = await self.carts.lines(user_id)
-        current = await self.catalog([row["sku"] for row in rows])
-        lines = []
-        for row in rows:
-            product = current.get(row["sku"])
-            price = product.price if product else row["unit_price"]
-            lines.append(
-                {
-                    "sku": row["sku"],
-                    "name": product.name if product else row["sku"],
-                    "quantity": row["quantity"],
-                    "unit_price": price,
-                    "currency": row["currency"],
-                    "line_total": price * row["quantity"],
-                    "available": product is not None,
-                    "price_changed": product is not None and price != row["unit_price"],
-                    "previous_price": row["unit_price"] if product is not None and price != row["unit_price"] else None,
-                }
-            )
-        total = sum(line["line_total"] for line in lines if line["available"])
-        currency = lines[0]["currency"] if lines else None
-        return {"lines": lines, "total": total, "currency": currency}
+        return _cart_view(rows, await self.catalog([row["sku"] for row in rows]))
 
     async def replace_cart(self, user_id: str, wanted: list[tuple[str, int]]) -> dict[str, Any]:
         current = await self.catalog([sku for sku, _ in wanted])
@@ -100,8 +80,8 @@ class Orders:
         lines = [Line(sku, current[sku].name, qty, current[sku].price, current[sku].currency) for sku, qty in wanted]
         if lines:
             domain.total_of(lines)
-        await self.carts.replace(user_id, lines)
-        return await self.cart(user_id)
+        # The cart as just written, priced with the catalog just read: no second read of either.
+        return _cart_view(await self.carts.replace(user_id, lines), current)
 
     async def clear_cart(self, user_id: str) -> None:
         await self.carts.clear(user_id)
@@ -125,6 +105,7 @@ class Orders:
         lines = await self._priced_cart(user_id)
         total, currency = domain.total_of(lines)
         order_id = str(uuid.uuid4())
+        runner = self.saga.new_owner()
         try:
             await self.orders.create(
                 order_id=order_id,
@@ -136,18 +117,26 @@ class Orders:
                 currency=currency,
                 address=address,
                 payment_method_id=payment_method_id,
+                owner=runner,
+                lease_seconds=self.saga.timings.lease_seconds,
             )
         except IntegrityError:
             existing = await self.orders.idempotency(user_id, key)
             if existing is None:
                 raise
             return self._replay(existing, request_hash)
-        await asyncio.wait({self.saga.start(order_id)}, timeout=self.checkout_budget)
-        view = await self.view(order_id)
-        assert view is not None
-        await self.orders.finish_idempotency(order_id, 202 if view["status"] in IN_PROGRESS else 201, view)
+        await asyncio.wait({self.saga.start(order_id, leased_to=runner)}, timeout=self.checkout_budget)
         stored = await self.orders.idempotency(user_id, key)
         assert stored is not None
+        if stored["state"] != "done":
+            # Past the budget: answer 202 with the order as it is now, unless the saga settles the key first.
+            async with self.orders.db.transaction() as tx:
+                view = await self._view(tx, order_id)
+                assert view is not None
+                status = 202 if view["status"] in IN_PROGRESS else 201
+                await self.orders.finish_idempotency(tx, user_id, order_id, status, view)
+                stored = await self.orders.idempotency(user_id, key, tx)
+            assert stored is not None
         return int(stored["status_code"]), json.loads(stored["response_body"])
 
     async def _priced_cart(self, user_id: str) -> list[Line]:
@@ -184,11 +173,18 @@ class Orders:
             raise KeyInFlight
         return int(existing["status_code"]), json.loads(existing["response_body"])
 
-    async def finished(self, order_id: str) -> None:
-        """A saga ended: settle the idempotency key if the request that started it never did (a crash)."""
-        view = await self.view(order_id)
-        if view is not None and view["status"] not in IN_PROGRESS:
-            await self.orders.finish_idempotency(order_id, 201, view)
+    async def settle(self, tx: Tx, order: Row) -> None:
+        """Inside the transaction that makes the order final: store the final order as the answer its
+        Idempotency-Key replays, unless the request already answered (202 past the budget). The request that is
+        still waiting then finds its answer stored, and so does a retry after a crash."""
+        view = _order_view(order, await self.orders.timeline(order["id"], tx))
+        await self.orders.finish_idempotency(tx, order["user_id"], order["id"], 201, view)
+
+    async def _view(self, tx: Tx, order_id: str) -> dict[str, Any] | None:
+        order = await self.orders.get(order_id, tx)
+        if order is None:
+            return None
+        return _order_view(order, await self.orders.timeline(order_id, tx))
 
     async def cancel(self, order_id: str, *, user_id: str) -> dict[str, Any] | None:
         """Cancel the customer's order before shipping (refund, restock); None when it is not theirs.
@@ -279,3 +275,27 @@ def _order_view(order: Row, timeline: list[Row]) -> dict[str, Any]:
         "updated_at": order["updated_at"],
         "timeline": [{"at": row["at"], "status": row["status"], "note": row["note"]} for row in timeline],
     }
+
+
+def _cart_view(rows: list[Row], current: dict[str, Product]) -> dict[str, Any]:
+    """The cart as the customer sees it: each line at today's price, flagged when that changed or is gone."""
+    lines = []
+    for row in rows:
+        product = current.get(row["sku"])
+        price = product.price if product else row["unit_price"]
+        lines.append(
+            {
+                "sku": row["sku"],
+                "name": product.name if product else row["sku"],
+                "quantity": row["quantity"],
+                "unit_price": price,
+                "currency": row["currency"],
+                "line_total": price * row["quantity"],
+                "available": product is not None,
+                "price_changed": product is not None and price != row["unit_price"],
+                "previous_price": row["unit_price"] if product is not None and price != row["unit_price"] else None,
+            }
+        )
+    total = sum(line["line_total"] for line in lines if line["available"])
+    currency = lines[0]["currency"] if lines else None
+    return {"lines": lines, "total": total, "currency": currency}

@@ -20,7 +20,7 @@ from typing import Any
 
 from microshop_contracts import OrderCancelled, OrderConfirmed, OrderLine, OrderRejected
 from microshop_kit.bus import Outbox
-from microshop_kit.db import Database, Row
+from microshop_kit.db import Database, Row, Tx
 from microshop_kit.errors import UpstreamUnavailable
 from microshop_kit.http import ServiceClient, UpstreamResponse
 from microshop_orders import domain
@@ -96,7 +96,7 @@ class Saga:
         *,
         timings: SagaTimings | None = None,
         hold_at: str | None = None,
-        on_finished: Callable[[str], Awaitable[None]] | None = None,
+        on_final: Callable[[Tx, Row], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -104,22 +104,27 @@ class Saga:
         self.outbox = outbox
         self.timings = timings or SagaTimings()
         self.hold_at = hold_at
-        self.on_finished = on_finished
+        #: Called inside the transaction that makes an order final (to store the answer its key replays).
+        self.on_final = on_final
         self.owner = secrets.token_hex(6)
         self.running: set[asyncio.Task[None]] = set()
 
-    def start(self, order_id: str) -> asyncio.Task[None]:
-        """Run the order's saga in the background (a no-op when another runner holds it)."""
-        task = asyncio.create_task(self.run(order_id), name=f"saga-{order_id}")
+    def new_owner(self) -> str:
+        """A lease token for one run: two runners in one process (the request and the recovery loop) exclude
+        each other as two processes do."""
+        return f"{self.owner}-{secrets.token_hex(4)}"
+
+    def start(self, order_id: str, *, leased_to: str | None = None) -> asyncio.Task[None]:
+        """Run the order's saga in the background (a no-op when another runner holds it). ``leased_to``: the
+        order was written already leased to this owner (a new order), so the run needs no claim."""
+        task = asyncio.create_task(self.run(order_id, leased_to=leased_to), name=f"saga-{order_id}")
         self.running.add(task)
         task.add_done_callback(self.running.discard)
         return task
 
-    async def run(self, order_id: str) -> None:
-        # One lease token per run: two runners in one process (the request and the recovery loop) exclude
-        # each other as two processes do.
-        owner = f"{self.owner}-{secrets.token_hex(4)}"
-        if not await self.store.claim(order_id, owner, self.timings.lease_seconds):
+    async def run(self, order_id: str, *, leased_to: str | None = None) -> None:
+        owner = leased_to or self.new_owner()
+        if leased_to is None and not await self.store.claim(order_id, owner, self.timings.lease_seconds):
             return
         try:
             await self._drive(order_id)
@@ -137,8 +142,6 @@ class Saga:
             log.exception("saga step failed", extra={"order_id": order_id})
             await self._later(order_id, repr(exc))
             return
-        if self.on_finished is not None:
-            await self.on_finished(order_id)
 
     async def _later(self, order_id: str, error: str) -> None:
         order = await self.store.get(order_id)
@@ -166,7 +169,9 @@ class Saga:
             await asyncio.Event().wait()
 
     async def _drive(self, order_id: str) -> None:
-        steps = {
+        """Take steps until the order is final or waits. Each step returns the order as it wrote it (or None
+        when it made the order final), so the next step needs no read of its own."""
+        steps: dict[Step, Callable[[Row], Awaitable[Row | None]]] = {
             Step.STARTED: self._validate_user,
             Step.USER_VALIDATED: self._reserve,
             Step.RESERVED: self._charge,
@@ -174,10 +179,8 @@ class Saga:
             Step.CHARGED: self._commit,
             Step.COMMITTED: self._confirm,
         }
-        while True:
-            order = await self.store.get(order_id)
-            if order is None:
-                return
+        order = await self.store.get(order_id)
+        while order is not None:
             if order["cancel_requested"] and order["status"] == Status.CONFIRMED:
                 await self._cancel_confirmed(order)
                 return
@@ -186,20 +189,21 @@ class Saga:
             if order["compensating"]:
                 await self._compensate(order)
                 return
-            await steps[Step(order["saga_step"])](order)
+            order = await steps[Step(order["saga_step"])](order)
 
     # ----------------------------------------------------------------------------------------------- steps
 
-    async def _validate_user(self, order: Row) -> None:
+    async def _validate_user(self, order: Row) -> Row | None:
         response = _answer(await self.up.users.get(f"/internal/v1/users/{order['user_id']}"), "users")
         await self._hold("after:users")
         body = _body(response) if response.status == 200 else {}
         if response.status != 200 or not body.get("can_order"):
-            await self.store.start_compensation(order["id"], "Your account cannot place orders right now.")
-            return
-        await self.store.advance(order["id"], Step.USER_VALIDATED, email=body["email"], customer_name=body["name"])
+            return await self.store.start_compensation(order["id"], "Your account cannot place orders right now.")
+        return await self.store.advance(
+            order["id"], Step.USER_VALIDATED, email=body["email"], customer_name=body["name"]
+        )
 
-    async def _reserve(self, order: Row) -> None:
+    async def _reserve(self, order: Row) -> Row | None:
         lines = [{"sku": line.sku, "quantity": line.quantity} for line in lines_from_json(order["lines"])]
         response = _answer(
             await self.up.products.post(
@@ -210,33 +214,31 @@ class Saga:
         await self._hold("after:reserve")
         body = _body(response)
         if response.status in (200, 201):
-            await self.store.advance(order["id"], Step.RESERVED)
-        elif response.status == 409 and body.get("type") == "/problems/out-of-stock":
-            await self.store.start_compensation(order["id"], domain.out_of_stock_reason(body.get("skus", [])))
-        else:
-            await self.store.start_compensation(order["id"], "Your order could not be reserved.")
+            return await self.store.advance(order["id"], Step.RESERVED)
+        if response.status == 409 and body.get("type") == "/problems/out-of-stock":
+            return await self.store.start_compensation(order["id"], domain.out_of_stock_reason(body.get("skus", [])))
+        return await self.store.start_compensation(order["id"], "Your order could not be reserved.")
 
-    async def _charge(self, order: Row) -> None:
+    async def _charge(self, order: Row) -> Row | None:
         response = await self._send_charge(order)
         answer = _body(response)
         if response.status >= 500 and _decline_code(answer) == "processing_error":
-            await self.store.start_compensation(order["id"], domain.decline_reason("processing_error"))
-        elif response.status >= 500:
+            return await self.store.start_compensation(order["id"], domain.decline_reason("processing_error"))
+        if response.status >= 500:
             raise Transient(f"payments: HTTP {response.status}")
-        elif response.status in (200, 201) and answer.get("status") in CAPTURED:
-            await self.store.advance(order["id"], Step.CHARGED, payment_id=answer.get("id"))
-        elif response.status in (200, 201):
+        if response.status in (200, 201) and answer.get("status") in CAPTURED:
+            return await self.store.advance(order["id"], Step.CHARGED, payment_id=answer.get("id"))
+        if response.status in (200, 201):
             deadline = now() + timedelta(seconds=self.timings.action_timeout_seconds)
             next_action = answer.get("next_action") or {}
-            await self.store.await_payment_action(
+            return await self.store.await_payment_action(
                 order["id"], payment_id=answer.get("id"), next_action=next_action, deadline=deadline
             )
-        elif response.status == 402:
-            await self.store.start_compensation(order["id"], domain.decline_reason(_decline_code(answer)))
-        elif response.status == 409 and answer.get("type") in IN_FLIGHT_PROBLEMS:
+        if response.status == 402:
+            return await self.store.start_compensation(order["id"], domain.decline_reason(_decline_code(answer)))
+        if response.status == 409 and answer.get("type") in IN_FLIGHT_PROBLEMS:
             raise Transient("payments: the charge is still in flight")
-        else:
-            await self.store.start_compensation(order["id"], "Your payment method could not be used.")
+        return await self.store.start_compensation(order["id"], "Your payment method could not be used.")
 
     async def _send_charge(self, order: Row) -> UpstreamResponse:
         """Charge with the order id as the key. The provider's retryable processing error is tried again here,
@@ -259,23 +261,22 @@ class Saga:
                 break
         return response
 
-    async def _await_payment(self, order: Row) -> None:
+    async def _await_payment(self, order: Row) -> Row | None:
         """The customer approves or denies the payment elsewhere; an event or a poll tells the outcome."""
         outcome = order["payment_outcome"] or await self._poll_payment(order["id"])
         if outcome == "captured":
-            await self.store.advance(
+            return await self.store.advance(
                 order["id"], Step.CHARGED, status=Status.PENDING.value, next_action=None, note="Payment approved"
             )
-        elif outcome is not None:
+        if outcome is not None:
             code = outcome.removeprefix("failed:") or None
-            await self.store.start_compensation(order["id"], domain.decline_reason(code))
-        elif self._overdue(order):
-            await self.store.start_compensation(order["id"], domain.decline_reason("payment_not_completed"))
-        else:
-            delay = self.timings.payment_poll_seconds
-            if order["action_deadline"]:
-                delay = min(delay, (datetime.fromisoformat(order["action_deadline"]) - now()).total_seconds())
-            raise Waiting(max(0.05, delay))
+            return await self.store.start_compensation(order["id"], domain.decline_reason(code))
+        if self._overdue(order):
+            return await self.store.start_compensation(order["id"], domain.decline_reason("payment_not_completed"))
+        delay = self.timings.payment_poll_seconds
+        if order["action_deadline"]:
+            delay = min(delay, (datetime.fromisoformat(order["action_deadline"]) - now()).total_seconds())
+        raise Waiting(max(0.05, delay))
 
     async def _poll_payment(self, order_id: str) -> str | None:
         """``captured``, ``failed:<code>`` or None (still waiting, or no payment known yet)."""
@@ -289,18 +290,20 @@ class Saga:
             return f"failed:{_decline_code(body) or ''}"
         return None
 
-    async def _commit(self, order: Row) -> None:
+    async def _commit(self, order: Row) -> Row | None:
         response = _answer(
             await self.up.products.post(f"/internal/v1/reservations/{order['id']}/commit", idempotent=True),
             "products",
         )
         await self._hold("after:commit")
         if response.status == 200:
-            await self.store.advance(order["id"], Step.COMMITTED)
-        else:
-            await self.store.start_compensation(
-                order["id"], "Your reserved items were released before payment completed; you were refunded."
-            )
+            # The confirmation is the commit's persisted result: a crash before it is written resumes at the
+            # commit, which products answers again without a second effect.
+            await self._confirm(order)
+            return None
+        return await self.store.start_compensation(
+            order["id"], "Your reserved items were released before payment completed; you were refunded."
+        )
 
     async def _confirm(self, order: Row) -> None:
         await self._hold("before:confirm")
@@ -316,12 +319,19 @@ class Saga:
             shipping_address=json.loads(order["shipping_address"]),
         )
         async with self.db.transaction() as tx:
-            await self.store.finish(tx, order["id"], Status.CONFIRMED, None, "Payment captured, order confirmed")
+            final = await self.store.finish(
+                tx, order["id"], Status.CONFIRMED, None, "Payment captured, order confirmed"
+            )
             for line in lines:
                 await tx.execute(
                     "DELETE FROM cart_lines WHERE user_id = :u AND sku = :sku", {"u": order["user_id"], "sku": line.sku}
                 )
             await self.outbox.add(tx, event)
+            await self._final(tx, final)
+
+    async def _final(self, tx: Tx, order: Row) -> None:
+        if self.on_final is not None:
+            await self.on_final(tx, order)
 
     # -------------------------------------------------------------------------------------------- compensation
 
@@ -363,8 +373,9 @@ class Saga:
             reason=reason,
         )
         async with self.db.transaction() as tx:
-            await self.store.finish(tx, order_id, Status.REJECTED, reason, reason)
+            final = await self.store.finish(tx, order_id, Status.REJECTED, reason, reason)
             await self.outbox.add(tx, event)
+            await self._final(tx, final)
 
     async def _cancel_confirmed(self, order: Row) -> None:
         """The customer cancelled a confirmed order before shipping: refund the payment, return the stock."""
@@ -390,8 +401,9 @@ class Saga:
         )
         note = "Order cancelled" + (", payment refunded" if refunded else "")
         async with self.db.transaction() as tx:
-            await self.store.finish(tx, order["id"], Status.CANCELLED, reason, note, refunded=refunded)
+            final = await self.store.finish(tx, order["id"], Status.CANCELLED, reason, note, refunded=refunded)
             await self.outbox.add(tx, event)
+            await self._final(tx, final)
 
 
 async def recovery_loop(saga: Saga, store: OrderStore, interval: float) -> None:

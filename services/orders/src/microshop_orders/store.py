@@ -33,22 +33,28 @@ class CartStore:
             {"u": user_id},
         )
 
-    async def replace(self, user_id: str, lines: list[Line]) -> None:
+    async def replace(self, user_id: str, lines: list[Line]) -> list[Row]:
+        """Make the cart exactly ``lines``; returns them as ``lines()`` would read them back."""
+        rows = [
+            {
+                "user_id": user_id,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "currency": line.currency,
+                "added_at": iso(now()),
+            }
+            for line in lines
+        ]
         async with self.db.transaction() as tx:
             await tx.execute("DELETE FROM cart_lines WHERE user_id = :u", {"u": user_id})
-            for line in lines:
+            for row in rows:
                 await tx.execute(
                     "INSERT INTO cart_lines (user_id, sku, quantity, unit_price, currency, added_at) "
-                    "VALUES (:u, :sku, :q, :p, :c, :at)",
-                    {
-                        "u": user_id,
-                        "sku": line.sku,
-                        "q": line.quantity,
-                        "p": line.unit_price,
-                        "c": line.currency,
-                        "at": iso(now()),
-                    },
+                    "VALUES (:user_id, :sku, :quantity, :unit_price, :currency, :added_at)",
+                    row,
                 )
+        return sorted(rows, key=lambda row: (row["added_at"], row["sku"]))
 
     async def reprice(self, user_id: str, prices: dict[str, int]) -> None:
         """Record the prices the customer has now been shown."""
@@ -78,8 +84,8 @@ class OrderStore:
 
     # ----------------------------------------------------------------------------------------- idempotency
 
-    async def idempotency(self, user_id: str, key: str) -> Row | None:
-        return await self.db.fetchrow(
+    async def idempotency(self, user_id: str, key: str, tx: Tx | None = None) -> Row | None:
+        return await (tx or self.db).fetchrow(
             "SELECT request_hash, order_id, state, status_code, response_body FROM idempotency_keys "
             "WHERE user_id = :u AND key = :k",
             {"u": user_id, "k": key},
@@ -97,10 +103,14 @@ class OrderStore:
         currency: str,
         address: dict[str, str],
         payment_method_id: str,
+        owner: str,
+        lease_seconds: float,
     ) -> None:
         """The PENDING order and its in-flight idempotency key, in one transaction (IntegrityError on a
-        concurrent duplicate key)."""
-        at = iso(now())
+        concurrent duplicate key). The order starts leased to ``owner``, the runner the request starts at once,
+        which thus needs no claim of its own."""
+        moment = now()
+        at = iso(moment)
         async with self.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, state, created_at) "
@@ -108,8 +118,8 @@ class OrderStore:
                 {"u": user_id, "k": key, "h": request_hash, "o": order_id, "at": at},
             )
             await tx.execute(
-                f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES (:id, :u, 'PENDING', NULL, :step, 0, :lines, :total, "
-                ":cur, :addr, :pm, NULL, NULL, NULL, 0, :at, :at, :at)",
+                f"INSERT INTO orders ({_ORDER_COLUMNS}, lease_owner, lease_until) VALUES (:id, :u, 'PENDING', NULL, "
+                ":step, 0, :lines, :total, :cur, :addr, :pm, NULL, NULL, NULL, 0, :at, :at, :at, :owner, :until)",
                 {
                     "id": order_id,
                     "u": user_id,
@@ -120,21 +130,27 @@ class OrderStore:
                     "addr": json.dumps(address),
                     "pm": payment_method_id,
                     "at": at,
+                    "owner": owner,
+                    "until": iso(moment + timedelta(seconds=lease_seconds)),
                 },
             )
             await self.add_timeline(tx, order_id, "PENDING", "Order received")
 
-    async def finish_idempotency(self, order_id: str, status_code: int, body: dict[str, Any]) -> None:
-        await self.db.execute(
+    @staticmethod
+    async def finish_idempotency(tx: Tx, user_id: str, order_id: str, status_code: int, body: dict[str, Any]) -> None:
+        """Store the answer the key replays, unless one is stored already (the first answer stays)."""
+        # user_id first: the key's primary key (user_id, key) finds the user's few keys without a scan.
+        await tx.execute(
             "UPDATE idempotency_keys SET state = 'done', status_code = :s, response_body = :b "
-            "WHERE order_id = :o AND state = 'in_flight'",
-            {"s": status_code, "b": json.dumps(body), "o": order_id},
+            "WHERE user_id = :u AND order_id = :o AND state = 'in_flight'",
+            {"s": status_code, "b": json.dumps(body), "u": user_id, "o": order_id},
         )
 
     # ---------------------------------------------------------------------------------------------- orders
 
-    async def get(self, order_id: str) -> Row | None:
-        return await self.db.fetchrow(
+    async def get(self, order_id: str, tx: Tx | None = None) -> Row | None:
+        """The order as committed, or as ``tx`` sees it."""
+        return await (tx or self.db).fetchrow(
             f"SELECT {_ORDER_COLUMNS}{_MORE_COLUMNS} FROM orders WHERE id = :id", {"id": order_id}
         )
 
@@ -147,8 +163,8 @@ class OrderStore:
         total = await self.db.fetchval("SELECT count(*) FROM orders WHERE user_id = :u", {"u": user_id})
         return rows, int(total)
 
-    async def timeline(self, order_id: str) -> list[Row]:
-        return await self.db.fetch(
+    async def timeline(self, order_id: str, tx: Tx | None = None) -> list[Row]:
+        return await (tx or self.db).fetch(
             "SELECT at, status, note FROM order_timeline WHERE order_id = :o ORDER BY at", {"o": order_id}
         )
 
@@ -190,27 +206,32 @@ class OrderStore:
             {"id": order_id, "owner": owner},
         )
 
-    async def advance(self, order_id: str, step: Step, *, note: str | None = None, **fields: Any) -> None:
+    async def advance(self, order_id: str, step: Step, *, note: str | None = None, **fields: Any) -> Row | None:
         """Persist the step reached (and what it learnt) before the saga takes the next one; a ``status`` among
-        the fields is also written to the timeline with ``note``."""
+        the fields is also written to the timeline with ``note``. Returns the order as written."""
         sets = ", ".join(f"{name} = :{name}" for name in fields)
+        tx: Tx
         async with self.db.transaction() as tx:
-            await tx.execute(
+            order = await tx.fetchrow(
                 f"UPDATE orders SET saga_step = :step, attempts = 0, updated_at = :at{', ' + sets if sets else ''} "
-                "WHERE id = :id",
+                f"WHERE id = :id RETURNING {_ORDER_COLUMNS}{_MORE_COLUMNS}",
                 {"step": step.value, "at": iso(now()), "id": order_id, **fields},
             )
             if "status" in fields:
                 await self.add_timeline(tx, order_id, fields["status"], note)
+        return order
 
     async def await_payment_action(
         self, order_id: str, *, payment_id: str | None, next_action: dict[str, Any], deadline: datetime
-    ) -> None:
-        """The payment waits for the customer: AWAITING_PAYMENT with what they must do, until ``deadline``."""
+    ) -> Row | None:
+        """The payment waits for the customer: AWAITING_PAYMENT with what they must do, until ``deadline``.
+        Returns the order as it is now."""
+        tx: Tx
         async with self.db.transaction() as tx:
-            await tx.execute(
+            order = await tx.fetchrow(
                 "UPDATE orders SET status = 'AWAITING_PAYMENT', saga_step = :step, attempts = 0, payment_id = :p, "
-                "next_action = :a, action_deadline = :d, updated_at = :at WHERE id = :id AND status = 'PENDING'",
+                "next_action = :a, action_deadline = :d, updated_at = :at WHERE id = :id AND status = 'PENDING' "
+                f"RETURNING {_ORDER_COLUMNS}{_MORE_COLUMNS}",
                 {
                     "step": Step.PAYMENT_ACTION.value,
                     "p": payment_id,
@@ -220,17 +241,22 @@ class OrderStore:
                     "id": order_id,
                 },
             )
+            if order is None:  # no longer PENDING: the saga goes on from what the order says
+                return await self.get(order_id, tx)
             await self.add_timeline(tx, order_id, "AWAITING_PAYMENT", "Waiting for you to approve the payment")
+        return order
 
     @staticmethod
-    async def record_payment_outcome(tx: Tx, order_id: str, outcome: str) -> bool:
-        """Note what payments announced (``captured`` or ``failed:<code>``) and make the order due now."""
-        changed = await tx.execute(
+    async def record_payment_outcome(tx: Tx, order_id: str, outcome: str) -> str | None:
+        """Note what payments announced (``captured`` or ``failed:<code>``) and make the order due now. Returns
+        the order's status when noted; None when the order is final already or knew the outcome."""
+        row = await tx.fetchrow(
             "UPDATE orders SET payment_outcome = :o, next_attempt_at = :at "
-            "WHERE id = :id AND status IN ('PENDING', 'AWAITING_PAYMENT') AND payment_outcome IS NULL",
+            "WHERE id = :id AND status IN ('PENDING', 'AWAITING_PAYMENT') AND payment_outcome IS NULL "
+            "RETURNING status",
             {"o": outcome, "at": iso(now()), "id": order_id},
         )
-        return changed == 1
+        return None if row is None else str(row["status"])
 
     async def request_cancel(self, order_id: str, user_id: str, reason: str) -> tuple[Row | None, bool]:
         """Mark the customer's order for cancellation when it may still be cancelled. Returns the order's status
@@ -264,10 +290,13 @@ class OrderStore:
         await self.add_timeline(tx, order_id, to.value, note)
         return True
 
-    async def start_compensation(self, order_id: str, reason: str) -> None:
+    async def start_compensation(self, order_id: str, reason: str) -> Row | None:
+        """Turn the saga to compensation with the reason the customer will read; returns the order as written."""
+        tx: Tx
         async with self.db.transaction() as tx:
-            await tx.execute(
-                "UPDATE orders SET compensating = 1, reason = :r, updated_at = :at WHERE id = :id",
+            return await tx.fetchrow(
+                "UPDATE orders SET compensating = 1, reason = :r, updated_at = :at WHERE id = :id "
+                f"RETURNING {_ORDER_COLUMNS}{_MORE_COLUMNS}",
                 {"r": reason, "at": iso(now()), "id": order_id},
             )
 
@@ -281,10 +310,12 @@ class OrderStore:
 
     async def finish(
         self, tx: Tx, order_id: str, status: Status, reason: str | None, note: str, *, refunded: int = 0
-    ) -> None:
-        await tx.execute(
+    ) -> Row:
+        """Make the order final, with its timeline entry; returns the order as written."""
+        order = await tx.fetchrow(
             "UPDATE orders SET status = :s, reason = :r, saga_step = :step, updated_at = :at, next_action = NULL, "
-            "cancel_requested = 0, refunded = :refunded, lease_owner = NULL, lease_until = NULL WHERE id = :id",
+            "cancel_requested = 0, refunded = :refunded, lease_owner = NULL, lease_until = NULL WHERE id = :id "
+            f"RETURNING {_ORDER_COLUMNS}{_MORE_COLUMNS}",
             {
                 "s": status.value,
                 "r": reason,
@@ -294,4 +325,7 @@ class OrderStore:
                 "refunded": refunded,
             },
         )
+        if order is None:
+            raise LookupError(f"order {order_id!r} does not exist")
         await self.add_timeline(tx, order_id, status.value, note)
+        return order
