@@ -20,8 +20,8 @@ help: ## List the commands
 
 install: .venv/.installed ## Install everything into .venv (from uv.lock)
 
-up: install ## Run the shop: every service as its own process, on http://127.0.0.1:8000
-	.venv/bin/microshop up
+up: install ## Run the shop: every service as its own process, on http://127.0.0.1:8000 (ARGS="--scale products=2")
+	.venv/bin/microshop up $(ARGS)
 
 test: install ## Run all tests (unit, API, end-to-end on the embedded defaults; infra tests when servers run)
 	.venv/bin/pytest

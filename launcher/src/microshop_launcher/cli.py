@@ -69,6 +69,17 @@ def _status_table(states: dict[str, str]) -> Table:
     return table
 
 
+def _scale(values: list[str]) -> dict[str, int]:
+    """``["products=2", ...]`` as instance counts; a bad value ends the command with a clear message."""
+    instances: dict[str, int] = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if name not in SERVICES or not count.isdigit() or not 1 <= int(count) <= 9:
+            raise typer.BadParameter(f"{value!r}: use SERVICE=N with N from 1 to 9 and SERVICE one of {SERVICES}")
+        instances[name] = int(count)
+    return instances
+
+
 @app.command()
 def up(
     root: Path = RootOption,
@@ -77,8 +88,12 @@ def up(
         None, envvar="MICROSHOP_BROKER_URL", help="nats://... or amqp://... (default: an embedded nats-server)"
     ),
     logs: bool = typer.Option(True, help="Stream the services' logs to this terminal once ready"),
+    scale: list[str] = typer.Option(
+        [], "--scale", help="SERVICE=N: run N instances of a service (repeatable), e.g. --scale products=2"
+    ),
 ) -> None:
     """Start every service as its own process, seed the demo shop, and run until Ctrl-C."""
+    instances = _scale(scale)
     started = time.monotonic()
     streaming = threading.Event()
 
@@ -86,7 +101,8 @@ def up(
         if streaming.is_set():
             console.print(f"[{COLOURS.get(name.split('-')[0], 'white')}]{name:>13} |[/] {_render(name, line)}")
 
-    platform = Platform(PlatformConfig(root=root, postgres_url=postgres, broker_url=broker, sink=sink))
+    config = PlatformConfig(root=root, postgres_url=postgres, broker_url=broker, sink=sink, instances=instances)
+    platform = Platform(config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

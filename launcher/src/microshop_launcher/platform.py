@@ -58,6 +58,8 @@ class PlatformConfig:
     namespace: str = "microshop"
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Instances per service (default 1); instance n listens on the service's port + 100 n.
+    instances: dict[str, int] = field(default_factory=dict)
     log_json: bool = True
     sink: LineSink | None = None
 
@@ -110,6 +112,9 @@ class Platform:
     def start(self, progress: Callable[[str, str], None] | None = None, timeout: float = 60.0) -> None:
         """Start everything and wait until every service answers /readyz."""
         note = progress or (lambda _name, _state: None)
+        unknown = sorted(set(self.config.instances) - set(SERVICES))
+        if unknown:
+            raise PlatformError(f"no such service to scale: {', '.join(unknown)}; services: {', '.join(SERVICES)}")
         ours = {k: v for k, v in self.config.ports.items() if k != "nats" or self.config.broker_url is None}
         taken = [f"{name} ({port})" for name, port in ours.items() if port_in_use(port)]
         if taken:
@@ -123,8 +128,9 @@ class Platform:
             self.start_broker()
         self._start_mailsink()
         for name in SERVICES:
-            self.start_instance(name, wait=False)
-            note(name, "starting")
+            for _ in range(max(1, self.config.instances.get(name, 1))):
+                process = self.start_instance(name, wait=False)
+                note(process.name, "starting")
         self.wait_ready(SERVICES, timeout=timeout, progress=note)
 
     def start_instance(self, name: str, instance: int | None = None, *, wait: bool = True) -> Process:
@@ -286,7 +292,9 @@ class Platform:
         if name in DATABASE_SERVICES:
             values["DATABASE_URL"] = self.database_url(name)
         for upstream in ("users", "products", "orders", "payments", "notifications", "storefront"):
-            urls = [self.url(upstream, i) for i in range(max(1, len(self.processes.get(upstream, []))))]
+            # Every instance the platform runs or is about to start (callers may start before their upstreams).
+            count = max(1, self.config.instances.get(upstream, 1), len(self.processes.get(upstream, [])))
+            urls = [self.url(upstream, i) for i in range(count)]
             values[f"{upstream.upper()}_URL"] = ",".join(urls)  # every instance: callers balance and fail over
         values.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(ports["smtp"]), MAILBOX_URL=self.mailbox_url)
         if name == "storefront":
