@@ -16,19 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
-import tempfile
-import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from loadgen import get_load
+from loadgen import aiohttp_loop, get_load, seeded_platform, stock_up
 
-from microshop_launcher import Platform, PlatformConfig
+from microshop_launcher import Platform
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 SEARCHES = ["espresso", "cast iron", "head", "tea pot", "pragmatic programmer", "wireless", "coffee beans", "stove"]
 HOT_SKU = "COF-003"
 LISTINGS = [
@@ -42,44 +37,14 @@ NO_CACHE = {"PRODUCTS_RESPONSE_CACHE_SECONDS": "0", "GATEWAY_RESPONSE_CACHE_SECO
 
 async def reservations(base: str, seconds: float, concurrency: int) -> dict[str, Any]:
     """``concurrency`` reservers of 1 unit of the hot SKU back to back: reservations/s and latency."""
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        deadline = time.perf_counter() + seconds
 
-        async def worker() -> None:
-            while (start := time.perf_counter()) < deadline:
-                body = {"order_id": str(uuid.uuid4()), "lines": [{"sku": HOT_SKU, "quantity": 1}]}
-                async with session.post(base + "/internal/v1/reservations", json=body) as response:
-                    await response.read()
-                latencies.append(time.perf_counter() - start)
-                if response.status != 201:
-                    errors[str(response.status)] = errors.get(str(response.status), 0) + 1
+    async def reserve(session: aiohttp.ClientSession, _: int) -> int:
+        body = {"order_id": str(uuid.uuid4()), "lines": [{"sku": HOT_SKU, "quantity": 1}]}
+        async with session.post(base + "/internal/v1/reservations", json=body) as response:
+            await response.read()
+            return response.status
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "reservations": len(latencies),
-        "per_s": round(len(latencies) / elapsed),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
-        "errors": errors,
-    }
-
-
-async def stock_up(platform: Platform, units: int) -> None:
-    """Enough units on the hot SKU that no reservation of the run is refused (books stay balanced)."""
-    db = await platform.open_database("products")
-    try:
-        await db.execute(
-            "UPDATE stock SET on_hand = :units, received = :units + reserved + sold WHERE sku = :sku",
-            {"sku": HOT_SKU, "units": units},
-        )
-    finally:
-        await db.close()
+    return await aiohttp_loop(reserve, seconds, concurrency, ok=(201,))
 
 
 def measure(platform: Platform, seconds: float, concurrency: int) -> dict[str, Any]:
@@ -94,25 +59,13 @@ def measure(platform: Platform, seconds: float, concurrency: int) -> dict[str, A
 
 
 def run(dialect: str, seconds: float, concurrency: int, *, cached: bool) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        extra: dict[str, Any] = {} if cached else {"extra_env": NO_CACHE}
-        if dialect == "postgresql":
-            extra.update(postgres_url=POSTGRES, database_prefix=f"bench_{uuid.uuid4().hex[:8]}")
-        platform = Platform(PlatformConfig.isolated(Path(tmp), **extra))
-        try:
-            platform.start(timeout=90)
-            platform.run_cli("products", "seed")
-            results = measure(platform, seconds, concurrency)
-            if not cached:  # reservations never touch a cache: measured once
-                asyncio.run(stock_up(platform, 10_000_000))
-                results["reserve_hot_sku_direct"] = asyncio.run(
-                    reservations(platform.url("products"), seconds, concurrency)
-                )
-            return results
-        finally:
-            platform.stop()
-            if dialect == "postgresql":
-                platform.drop_databases()
+    with seeded_platform(dialect, extra_env=None if cached else NO_CACHE) as platform:
+        results = measure(platform, seconds, concurrency)
+        if not cached:  # reservations never touch a cache: measured once
+            asyncio.run(stock_up(platform, [HOT_SKU], 10_000_000))
+            direct = platform.url("products")
+            results["reserve_hot_sku_direct"] = asyncio.run(reservations(direct, seconds, concurrency))
+        return results
 
 
 def main() -> None:

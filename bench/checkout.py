@@ -20,17 +20,15 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
+from loadgen import seeded_platform, stock_up
 
-from microshop_launcher import Platform, PlatformConfig
+from microshop_launcher import Platform
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 SKUS = ["COF-003", "COF-001", "TEA-006", "KIT-001"]
 ADDRESS = {"name": "Bench", "line1": "1 Road", "city": "Town", "postal_code": "1", "country": "GB"}
 CARD = {"type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
@@ -124,18 +122,6 @@ async def load(base: str, seconds: float, concurrency: int, pids: dict[str, int]
     }
 
 
-async def stock_up(platform: Platform, units: int) -> None:
-    db = await platform.open_database("products")
-    try:
-        for sku in SKUS:
-            await db.execute(
-                "UPDATE stock SET on_hand = :units, received = :units + reserved + sold WHERE sku = :sku",
-                {"sku": sku, "units": units},
-            )
-    finally:
-        await db.close()
-
-
 async def invariants(platform: Platform) -> dict[str, Any]:
     """Wait for every order to be final, then check money against orders and the stock books."""
     orders_db = await platform.open_database("orders")
@@ -167,24 +153,13 @@ async def invariants(platform: Platform) -> dict[str, Any]:
 
 
 def run(dialect: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        # 16 customers each placing dozens of orders a second is what the gateway's per-account checkout
-        # budget exists to stop: off for the measurement.
-        extra: dict[str, Any] = {"extra_env": {"GATEWAY_RATE_LIMITING": "false"}}
-        if dialect == "postgresql":
-            extra.update(postgres_url=POSTGRES, database_prefix=f"bench_{uuid.uuid4().hex[:8]}")
-        platform = Platform(PlatformConfig.isolated(Path(tmp), **extra))
-        try:
-            platform.start(timeout=90)
-            platform.run_cli("products", "seed")
-            asyncio.run(stock_up(platform, 10_000_000))
-            result = asyncio.run(load(platform.gateway_url, seconds, concurrency, processes(platform)))
-            result["invariants"] = asyncio.run(invariants(platform))
-            return result
-        finally:
-            platform.stop()
-            if dialect == "postgresql":
-                platform.drop_databases()
+    # 16 customers each placing dozens of orders a second is what the gateway's per-account checkout budget
+    # exists to stop: off for the measurement.
+    with seeded_platform(dialect, extra_env={"GATEWAY_RATE_LIMITING": "false"}) as platform:
+        asyncio.run(stock_up(platform, SKUS, 10_000_000))
+        result = asyncio.run(load(platform.gateway_url, seconds, concurrency, processes(platform)))
+        result["invariants"] = asyncio.run(invariants(platform))
+        return result
 
 
 def main() -> None:

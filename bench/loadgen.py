@@ -1,13 +1,15 @@
-"""Load generators shared by the benchmarks: wrk (C, barely any CPU of its own) when it is installed, else an
-asyncio aiohttp client in this process (which then shares the CPUs with the services: figures are a floor).
+"""What the benchmarks share: load generators, and the platform they run against.
 
-wrk is Debian's package (`apt-get install -y wrk`). Each run sends GET requests rotating over a list of paths
-so that a cache in front of the service sees the same mix a shop front would, not one URL.
+wrk (C, barely any CPU of its own) when it is installed, else an asyncio aiohttp client in this process (which
+then shares the CPUs with the services: figures are a floor). wrk is Debian's package (`apt-get install -y
+wrk`). Each run sends GET requests rotating over a list of paths so that a cache in front of the service sees
+the same mix a shop front would, not one URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import shutil
@@ -15,10 +17,18 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from microshop_launcher import Platform, PlatformConfig
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+#: One request of a worker: sends it on the session (the n-th of the run) and gives back the HTTP status.
+Send = Callable[[aiohttp.ClientSession, int], Awaitable[int]]
 
 _LUA = """
 local paths = {%s}
@@ -67,8 +77,9 @@ def wrk(base: str, paths: list[str], seconds: float, concurrency: int) -> dict[s
     }
 
 
-async def aiohttp_load(base: str, paths: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
-    """The same measurement from an asyncio client in this process."""
+async def aiohttp_loop(send: Send, seconds: float, concurrency: int, ok: Sequence[int] = (200,)) -> dict[str, Any]:
+    """``concurrency`` workers calling ``send`` back to back for ``seconds``: requests/s, p50/p99 and the count
+    of answers not in ``ok``, by status."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = itertools.count()
@@ -78,11 +89,10 @@ async def aiohttp_load(base: str, paths: list[str], seconds: float, concurrency:
 
         async def worker() -> None:
             while (start := time.perf_counter()) < deadline:
-                async with session.get(base + paths[next(counter) % len(paths)]) as response:
-                    await response.read()
+                status = await send(session, next(counter))
                 latencies.append(time.perf_counter() - start)
-                if response.status >= 400:
-                    errors[str(response.status)] = errors.get(str(response.status), 0) + 1
+                if status not in ok:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -94,11 +104,53 @@ async def aiohttp_load(base: str, paths: list[str], seconds: float, concurrency:
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
         "errors": errors,
-        "load_generator": "aiohttp",
     }
+
+
+async def aiohttp_load(base: str, paths: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
+    """The same measurement as ``wrk`` from an asyncio client in this process."""
+
+    async def send(session: aiohttp.ClientSession, n: int) -> int:
+        async with session.get(base + paths[n % len(paths)]) as response:
+            await response.read()
+            return response.status
+
+    return {**await aiohttp_loop(send, seconds, concurrency), "load_generator": "aiohttp"}
 
 
 def get_load(base: str, paths: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
     if wrk_available():
         return wrk(base, paths, seconds, concurrency)
     return asyncio.run(aiohttp_load(base, paths, seconds, concurrency))
+
+
+@contextlib.contextmanager
+def seeded_platform(dialect: str = "sqlite", extra_env: dict[str, str] | None = None) -> Iterator[Platform]:
+    """The whole platform on free ports with the demo catalog, on SQLite or on PostgreSQL (a throw-away database
+    per service, dropped afterwards); stopped when the block ends."""
+    with tempfile.TemporaryDirectory() as tmp:
+        extra: dict[str, Any] = {"extra_env": dict(extra_env or {})}
+        if dialect == "postgresql":
+            extra.update(postgres_url=POSTGRES, database_prefix=f"bench_{uuid.uuid4().hex[:8]}")
+        platform = Platform(PlatformConfig.isolated(Path(tmp), **extra))
+        try:
+            platform.start(timeout=90)
+            platform.run_cli("products", "seed")
+            yield platform
+        finally:
+            platform.stop()
+            if dialect == "postgresql":
+                platform.drop_databases()
+
+
+async def stock_up(platform: Platform, skus: Sequence[str], units: int) -> None:
+    """Enough units of each SKU that no reservation of the run is refused (the books stay balanced)."""
+    db = await platform.open_database("products")
+    try:
+        for sku in skus:
+            await db.execute(
+                "UPDATE stock SET on_hand = :units, received = :units + reserved + sold WHERE sku = :sku",
+                {"sku": sku, "units": units},
+            )
+    finally:
+        await db.close()

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import httpx
-from loadgen import get_load
-
-from microshop_launcher import Platform, PlatformConfig
+from loadgen import get_load, seeded_platform
 
 SEARCHES = ["espresso", "cast+iron", "head", "tea+pot", "wireless", "coffee+beans", "stove", "notebook"]
 
@@ -30,23 +26,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     report: dict[str, Any] = {"concurrency": args.concurrency, "seconds": args.seconds}
-    with tempfile.TemporaryDirectory() as tmp:
-        platform = Platform(PlatformConfig.isolated(Path(tmp)))
-        try:
-            platform.start(timeout=90)
-            platform.run_cli("products", "seed")
-            base = platform.gateway_url
-            items = httpx.get(f"{base}/api/v1/products", params={"limit": 12}, timeout=10).json()["items"]
-            pages = {
-                "livez_baseline": ["/livez"],
-                "home": ["/"],
-                "search": [f"/search?q={query}" for query in SEARCHES],
-                "product": [f"/products/{item['id']}" for item in items],
-            }
-            for name, paths in pages.items():
-                report[name] = get_load(base, paths, args.seconds, args.concurrency)
-        finally:
-            platform.stop()
+    with seeded_platform() as platform:
+        base = platform.gateway_url
+        items = httpx.get(f"{base}/api/v1/products", params={"limit": 12}, timeout=10).json()["items"]
+        pages = {
+            "livez_baseline": ["/livez"],
+            "home": ["/"],
+            "search": [f"/search?q={query}" for query in SEARCHES],
+            "product": [f"/products/{item['id']}" for item in items],
+        }
+        for name, paths in pages.items():
+            report[name] = get_load(base, paths, args.seconds, args.concurrency)
     print(json.dumps(report, indent=2))
 
 
