@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -79,37 +78,6 @@ def test_checkout_confirms_and_emails_once(platform: Platform, shop_for: Callabl
 
 def test_declined_card_rejects_and_releases_stock(platform: Platform, shop_for: Callable[[Platform], Shop]) -> None:
     declined_slice(shop_for(platform))
-
-
-def test_concurrent_requests_with_one_key_make_one_order(
-    platform: Platform, shop_for: Callable[[Platform], Shop]
-) -> None:
-    shop = shop_for(platform)
-    shop.sign_up()
-    shop.sign_in()
-    (product,) = _in_stock(shop, 1)
-    shop.fill_cart([(str(product["sku"]), 1)])
-    method = shop.card()
-    key = str(uuid.uuid4())
-    body = {
-        "shipping_address": {"name": "A", "line1": "1 Road", "city": "Town", "postal_code": "1", "country": "GB"},
-        "payment_method_id": method,
-    }
-
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=30) as client:
-            headers = {**shop.auth, "Idempotency-Key": key}
-            return list(
-                await asyncio.gather(*(client.post("/api/v1/orders", json=body, headers=headers) for _ in range(5)))
-            )
-
-    responses = asyncio.run(burst())
-    statuses = sorted(r.status_code for r in responses)
-    assert set(statuses) <= {201, 409}, [r.text for r in responses]
-    finals = [r.json() for r in responses if r.status_code == 201]
-    assert finals and all(f == finals[0] for f in finals), "every completed reply is identical"
-    listed = shop.http.get("/api/v1/orders", headers=shop.auth).json()
-    assert listed["total"] == 1
 
 
 def test_storefront_and_mailbox_render_through_the_gateway(platform: Platform) -> None:
