@@ -8,11 +8,11 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict
 
@@ -406,3 +406,36 @@ async def test_an_admin_route_serves_an_admin(demo: Demo) -> None:
 
     assert response.status_code == 200, response.text
     assert response.json() == {"admin": "boss"}
+
+
+def sync_dependency() -> int:
+    return 1
+
+
+async def async_dependency() -> int:
+    return 1
+
+
+AsyncDep = Annotated[int, Depends(async_dependency)]
+SyncDep = Annotated[int, Depends(sync_dependency)]
+
+
+@pytest.mark.parametrize("where", ["endpoint", "dependency"])
+def test_a_plain_def_route_or_dependency_is_refused_at_build(tmp_path: Path, where: str) -> None:
+    """FastAPI would run it in its thread pool on every request; the kit refuses it when the app is built."""
+    router = APIRouter()
+    if where == "endpoint":
+
+        @router.get("/sync")
+        def sync_endpoint() -> dict[str, int]:
+            return {}
+
+    else:
+
+        @router.get("/sync")
+        async def uses_sync(one: AsyncDep, two: SyncDep) -> dict[str, int]:
+            return {"sum": one + two}
+
+    settings = ServiceSettings(service_name="demo", data_dir=tmp_path, broker_url=None)
+    with pytest.raises(TypeError, match=r"/sync: .*sync_(endpoint|dependency) is a plain def"):
+        create_service_app(settings, ServiceSpec(title="demo", routers=[router]))

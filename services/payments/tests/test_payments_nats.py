@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.errors
 import pytest
 
 from microshop_kit.bus.nats_broker import NatsBroker
@@ -27,7 +28,12 @@ async def _read(namespace: str, count: int) -> list[tuple[str | None, dict[str, 
     client = await nats.connect(NATS_URL)
     try:
         js = client.jetstream()
-        subscription = await js.subscribe(f"{namespace}.events.>", ordered_consumer=True)
+        while True:  # the service opens the broker (and creates its stream) in the background
+            try:
+                subscription = await js.subscribe(f"{namespace}.events.>", ordered_consumer=True)
+                break
+            except nats.js.errors.NotFoundError:
+                await asyncio.sleep(0.05)
         messages = []
         for _ in range(count):
             msg = await subscription.next_msg(timeout=10)

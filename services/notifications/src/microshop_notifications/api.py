@@ -15,12 +15,12 @@ from microshop_notifications.store import MessageStore
 router = APIRouter()
 
 
-def get_messages(request: Request) -> MessageStore:
+async def get_messages(request: Request) -> MessageStore:
     store: MessageStore = request.app.state.messages
     return store
 
 
-def get_dead_letters(request: Request) -> DeadLetters:
+async def get_dead_letters(request: Request) -> DeadLetters:
     dead: DeadLetters = request.app.state.dead_letters
     return dead
 

@@ -69,6 +69,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # the templates ship with the package: no stat() of each file per render
         )
 
     def email(self, notice: Notice, recipient: str) -> Email:

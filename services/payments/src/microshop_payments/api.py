@@ -59,7 +59,7 @@ router = APIRouter(tags=["payments"])
 internal = APIRouter(tags=["internal"])
 
 
-def get_payments(request: Request) -> PaymentsService:
+async def get_payments(request: Request) -> PaymentsService:
     service: PaymentsService = request.app.state.payments
     return service
 

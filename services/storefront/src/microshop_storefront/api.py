@@ -12,7 +12,7 @@ from microshop_kit.log import get_logger
 from microshop_storefront import account_pages, admin_pages, cart_pages, catalog_pages, mailbox_pages, order_pages
 from microshop_storefront.clients import ApiError, NotFound, SourceUnavailable
 from microshop_storefront.session import CsrfRefused, SignInRequired
-from microshop_storefront.web import BadForm, Shop, get_shop, redirect
+from microshop_storefront.web import BadForm, Shop, redirect
 
 log = get_logger("microshop.storefront")
 
@@ -30,7 +30,8 @@ def install_error_pages(app: FastAPI) -> None:
     """Error pages in the shop's layout, in place of the kit's problem+json answers."""
 
     def shop_of(request: Request) -> Shop:
-        return get_shop(request)
+        shop: Shop = request.app.state.shop
+        return shop
 
     async def sign_in_first(request: Request, _: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")

@@ -24,6 +24,7 @@ HERE = Path(__file__).parent
 
 def _templates(settings: StorefrontSettings) -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.auto_reload = False  # the templates ship with the package: no stat() of each file per render
     templates.env.filters["money"] = format_money
     templates.env.filters["segment"] = lambda value: quote(str(value), safe="")  # one path segment, "/" too
     templates.env.filters["query"] = lambda params, **more: urlencode({**params, **more})

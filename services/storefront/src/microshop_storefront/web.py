@@ -112,7 +112,7 @@ def redirect(url: str, notice: str | None = None, **params: str) -> RedirectResp
     return RedirectResponse(url, status_code=303)
 
 
-def get_shop(request: Request) -> Shop:
+async def get_shop(request: Request) -> Shop:
     shop: Shop = request.app.state.shop
     return shop
 
@@ -120,7 +120,7 @@ def get_shop(request: Request) -> Shop:
 ShopDep = Annotated[Shop, Depends(get_shop)]
 
 
-def get_visitor(request: Request, shop: ShopDep) -> Visitor:
+async def get_visitor(request: Request, shop: ShopDep) -> Visitor:
     return shop.visitor(request)
 
 

@@ -57,7 +57,7 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749, sec
 
 
 def _state(name: str) -> Any:
-    def get(request: Request) -> Any:
+    async def get(request: Request) -> Any:  # async: FastAPI runs a plain def in its thread pool
         return getattr(request.app.state, name)
 
     return get
