@@ -266,6 +266,19 @@ async def test_caller_headers_params_and_json_are_sent(upstream: Upstream, pool:
     assert upstream.seen[0]["Content-Type"] == "application/json"
 
 
+async def test_unsafe_path_characters_are_escaped_and_answer_headers_read(upstream: Upstream, pool: HttpPool) -> None:
+    response = await client(upstream.url, pool).get("/items/a b/caf\u00e9%2F1", params={"q": "tea & pot"})
+    assert response.json()["path"] == "/items/a b/caf\u00e9/1"  # the server decodes what was escaped
+    assert response.json()["query"] == {"q": ["tea & pot"]}
+    assert response.headers["content-type"].startswith("application/json")
+
+
+async def test_a_header_value_with_a_line_break_is_refused_before_sending(upstream: Upstream, pool: HttpPool) -> None:
+    with pytest.raises(ValueError, match="line break"):
+        await client(upstream.url, pool).get("/items", headers={"X-Request-ID": "a\r\nX-Admin: yes"})
+    assert upstream.hits["/items"] == 0
+
+
 async def test_non_json_answer_raises_upstream_error_naming_the_service(upstream: Upstream, pool: HttpPool) -> None:
     response = await client(upstream.url, pool).get("/text")
     assert response.body == b"not json"

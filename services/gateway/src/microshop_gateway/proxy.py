@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from microshop_gateway.domain import Balancer, RetryBudget
 from microshop_gateway.metrics import GatewayMetrics
 from microshop_gateway.settings import RouteSpec
-from microshop_gateway.upstream import (
+from microshop_kit.wire import (
     Answer,
     InstancePool,
     UpstreamBroken,

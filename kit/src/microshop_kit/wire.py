@@ -1,11 +1,12 @@
-"""A lean HTTP/1.1 client for the gateway's hop to its upstreams: pooled keep-alive connections per instance.
+"""A lean HTTP/1.1 client: pooled keep-alive connections per instance (asyncio protocol + httptools).
 
-Why not aiohttp's client here (the kit's other calls use it): on the proxy path it costs ~210 us of CPU per
-request on this machine against ~60 us for this client (asyncio protocol + httptools, the parser uvicorn uses),
-measured as CPU time per request of a proxy process in front of the same upstream (docs/architecture.md).
-The gateway only talks to microshop services, so this client does exactly what that needs: one request at a
-time per connection, Content-Length or chunked answers (bodies read whole, capped), keep-alive reuse, a deadline
-per request, and a clear line between "never reached the instance" (safe to try another) and "failed after".
+Every service-to-service call (``microshop_kit.http.ServiceClient``) and the gateway's hop to its upstreams go
+through it. Why not aiohttp's client: it costs ~210 us of CPU per request on this machine against ~60 us for this
+client (httptools is the parser uvicorn uses), measured as CPU time per request of a proxy process in front of
+the same upstream (docs/architecture.md). Microshop services talk only to each other over it, so it does exactly
+what that needs: one request at a time per connection, Content-Length or chunked answers (bodies read whole,
+capped), keep-alive reuse, and a clear line between "never reached the instance" (safe to try another) and
+"failed after". The caller bounds the time of a request (``asyncio.timeout``).
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ from urllib.parse import urlsplit
 import httptools
 
 
-class UpstreamConnectError(Exception):
+class WireError(Exception):
+    """No usable answer from the instance (the subclasses say why)."""
+
+
+class UpstreamConnectError(WireError):
     """The request never reached the instance: no connection, or a kept-alive connection the instance had
     closed before any answer byte came. Safe to send again (elsewhere) for an idempotent method."""
 
 
-class UpstreamBroken(Exception):
+class UpstreamBroken(WireError):
     """The instance accepted the request but its answer broke off or could not be parsed."""
 
 
-class UpstreamTooLarge(Exception):
+class UpstreamTooLarge(WireError):
     """The answer is larger than the caller accepts."""
 
 
@@ -210,10 +215,21 @@ class InstancePool:
         return conn, False
 
     async def request(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, *, limit: int
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        limit: int,
+        resend_on_stale: bool = True,
     ) -> Answer:
         """Send one request and read the whole answer (at most ``limit`` body bytes). The caller bounds the
-        time (``asyncio.timeout``); a cancelled request's connection is closed, never reused."""
+        time (``asyncio.timeout``); a cancelled request's connection is closed, never reused.
+
+        A kept-alive connection that closes before any answer byte is usually one the instance closed while it
+        sat idle; with ``resend_on_stale`` the request is sent once more on a new connection (leave it off for
+        a request that must not possibly run twice)."""
         head = [method, b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header, b"\r\n"]
         for name, value in headers:
             head += (name, b": ", value, b"\r\n")
@@ -227,7 +243,7 @@ class InstancePool:
                 answer = await conn.send(data, head_only=method == b"HEAD", limit=limit)
             except UpstreamConnectError:
                 conn.close()
-                if reused:
+                if reused and resend_on_stale:
                     continue  # the instance closed that idle connection before reading the request: try a new one
                 raise
             except BaseException:
