@@ -83,8 +83,10 @@ class FakeApis:
     """A stand-in of the gateway's public API and of the mail sink over real HTTP, keeping what it was sent.
 
     Accounts: any email signs up (``taken@example.com`` is taken, a password under 12 characters is weak);
-    the password is always ``PASSWORD``. Tokens are real EdDSA JWTs; ``expire_all()`` makes the API refuse
-    every access token issued so far, as it would once they ran out. Orders answer ``order_outcome``.
+    the password is always ``PASSWORD``; an email starting ``admin@`` gets the admin role. Tokens are real EdDSA
+    JWTs; ``expire_all()`` makes the API refuse every access token issued so far, as it would once they ran out.
+    Orders answer ``order_outcome``; the admin's list pages through ``admin_orders`` (newest first) and answers
+    503 while ``orders_down``.
     """
 
     issuer: JwtIssuer = field(default_factory=JwtIssuer)
@@ -99,6 +101,9 @@ class FakeApis:
     order_outcome: tuple[int, dict[str, Any]] | None = None
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail_related: bool = False
+    admin_orders: list[dict[str, Any]] = field(default_factory=list)
+    admin_order_queries: list[dict[str, str]] = field(default_factory=list)
+    orders_down: bool = False
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -113,18 +118,24 @@ class FakeApis:
     def issue(self, user_id: str, email: str) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(16)
         self.refresh_tokens[refresh] = f"{user_id}|{email}"
-        return {"access_token": self.issuer.token(user_id, email=email), "refresh_token": refresh, "expires_in": 900}
+        roles = ("customer", "admin") if email.startswith("admin@") else ("customer",)
+        access = self.issuer.token(user_id, email=email, roles=roles)
+        return {"access_token": access, "refresh_token": refresh, "expires_in": 900}
 
     def expire_all(self) -> None:
         self.refused_tokens.add("*")
 
-    def user_of(self, request: web.Request) -> str | None:
+    def claims_of(self, request: web.Request) -> dict[str, Any] | None:
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ")
         if not header.startswith("Bearer ") or ("*" in self.refused_tokens and token not in self.fresh):
             return None
-        claims = jwt.decode(token, options={"verify_signature": False})
-        return str(claims["sub"])
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        return claims
+
+    def user_of(self, request: web.Request) -> str | None:
+        claims = self.claims_of(request)
+        return None if claims is None else str(claims["sub"])
 
     @staticmethod
     def problem(status: int, type_: str, detail: str, **extra: Any) -> web.Response:
@@ -262,6 +273,21 @@ class FakeApis:
             return self.problem(404, "/problems/not-found", "Order does not exist")
         return web.json_response(found)
 
+    async def admin_order_list(self, request: web.Request) -> web.Response:
+        self.admin_order_queries.append(dict(request.query))
+        claims = self.claims_of(request)
+        if claims is None:
+            return self.unauthorized()
+        if "admin" not in claims.get("roles", []):
+            return self.problem(403, "/problems/forbidden", "This needs the admin role.")
+        if self.orders_down:
+            return self.problem(503, "/problems/upstream-unavailable", "orders is unavailable", service="orders")
+        page, limit = int(request.query.get("page", 1)), int(request.query.get("limit", 20))
+        wanted = request.query.get("status")
+        items = [o for o in self.admin_orders if wanted is None or o["status"] == wanted]
+        shown = items[(page - 1) * limit : page * limit]
+        return web.json_response({"items": shown, "page": page, "limit": limit, "total": len(items)})
+
     async def payment_action(self, request: web.Request) -> web.Response:
         if self.user_of(request) is None:
             return self.unauthorized()
@@ -302,6 +328,7 @@ class FakeApis:
         app.router.add_post("/api/v1/orders", self.place_order)
         app.router.add_get("/api/v1/orders", self.order_list)
         app.router.add_get("/api/v1/orders/{id}", self.order)
+        app.router.add_get("/api/v1/admin/orders", self.admin_order_list)
         app.router.add_post("/api/v1/payments/{id}/action", self.payment_action)
         app.router.add_get("/messages", self.messages)
         app.router.add_get("/messages/{id}", self.message)
@@ -343,6 +370,22 @@ def order_body(status: str, **extra: Any) -> dict[str, Any]:
     }
     body.update(extra)
     return body
+
+
+def order_summary(order_id: str, status: str, *, user_id: str = "user-ada", minute: int = 0) -> dict[str, Any]:
+    """An order as the admin's list (``GET /api/v1/admin/orders``) answers it."""
+    at = f"2026-11-25T10:{minute:02d}:00+00:00"
+    return {
+        "id": order_id,
+        "user_id": user_id,
+        "status": status,
+        "cancellation_pending": False,
+        "total": 1299,
+        "currency": "EUR",
+        "line_count": 1,
+        "created_at": at,
+        "updated_at": at,
+    }
 
 
 def closed_port_url() -> str:

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from microshop_kit.app import AdminDep, PrincipalDep
+from microshop_kit.app import PROBLEM_JSON, AdminDep, PrincipalDep
 from microshop_kit.errors import ProblemError, invalid, not_found
 from microshop_orders import domain
 from microshop_orders.domain import Status
 from microshop_orders.handlers import KeyInFlight, KeyReused, Orders, PaymentsUnavailable
 
 router = APIRouter()
+_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 SKU = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
@@ -115,6 +116,32 @@ class OrderPage(BaseModel):
     page: int
     limit: int
     total: int
+
+
+class AdminOrderOut(BaseModel):
+    """An order in the admin's list; ``GET /api/v1/orders/{id}`` (with an admin token) has all of it."""
+
+    id: str
+    user_id: str
+    status: Status
+    cancellation_pending: bool
+    total: int = Field(description="Minor units")
+    currency: str
+    line_count: int
+    created_at: str
+    updated_at: str
+
+
+class AdminOrderPage(BaseModel):
+    items: list[AdminOrderOut]
+    page: int
+    limit: int
+    total: int
+
+
+#: The same bounds as the customer's own list: at most 100 orders a page, and no deeper than page 10,000.
+Page = Annotated[int, Query(ge=1, le=10_000)]
+Limit = Annotated[int, Query(ge=1, le=100, description="Orders per page (at most 100)")]
 
 
 async def get_orders(request: Request) -> Orders:
@@ -231,8 +258,8 @@ async def place_order(
 async def list_orders(
     principal: PrincipalDep,
     orders: OrdersDep,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: Page = 1,
+    limit: Limit = 20,
 ) -> dict[str, Any]:
     return await orders.list_for(principal.user_id, page=page, limit=limit)
 
@@ -259,6 +286,20 @@ async def cancel_order(order_id: str, principal: PrincipalDep, orders: OrdersDep
     status = 200 if view["status"] == Status.CANCELLED else 202
     body = OrderOut.model_validate(view).model_dump(mode="json")
     return JSONResponse(body, status_code=status, headers={"Location": f"/api/v1/orders/{order_id}"})
+
+
+@router.get(
+    "/api/v1/admin/orders", response_model=AdminOrderPage, responses={401: _PROBLEM, 403: _PROBLEM, 422: _PROBLEM}
+)
+async def admin_list_orders(
+    _admin: AdminDep,
+    orders: OrdersDep,
+    status: Annotated[Status | None, Query(description="Only orders in this status")] = None,
+    page: Page = 1,
+    limit: Limit = 20,
+) -> dict[str, Any]:
+    """Admin: every customer's orders, newest first, optionally in one status only."""
+    return await orders.list_all(status=status, page=page, limit=limit)
 
 
 @router.post("/api/v1/admin/orders/{order_id}/ship", response_model=OrderOut)

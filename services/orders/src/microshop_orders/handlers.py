@@ -249,8 +249,13 @@ class Orders:
         return _order_view(order, await self.orders.timeline(order_id))
 
     async def list_for(self, user_id: str, *, page: int, limit: int) -> dict[str, Any]:
-        rows, total = await self.orders.for_user(user_id, limit=limit, offset=(page - 1) * limit)
+        rows, total = await self.orders.newest_first(user_id=user_id, limit=limit, offset=(page - 1) * limit)
         return {"items": [_order_view(row, []) for row in rows], "page": page, "limit": limit, "total": total}
+
+    async def list_all(self, *, status: Status | None, page: int, limit: int) -> dict[str, Any]:
+        """An admin's list: every customer's orders (in ``status`` only, when given), newest first, as summaries."""
+        rows, total = await self.orders.newest_first(status=status, limit=limit, offset=(page - 1) * limit)
+        return {"items": [_summary_view(row) for row in rows], "page": page, "limit": limit, "total": total}
 
 
 def _order_view(order: Row, timeline: list[Row]) -> dict[str, Any]:
@@ -274,6 +279,21 @@ def _order_view(order: Row, timeline: list[Row]) -> dict[str, Any]:
         "created_at": order["created_at"],
         "updated_at": order["updated_at"],
         "timeline": [{"at": row["at"], "status": row["status"], "note": row["note"]} for row in timeline],
+    }
+
+
+def _summary_view(order: Row) -> dict[str, Any]:
+    """An order in an admin's list: who, what state, how much; the lines themselves only counted."""
+    return {
+        "id": order["id"],
+        "user_id": order["user_id"],
+        "status": order["status"],
+        "cancellation_pending": bool(order["cancel_requested"]),
+        "total": order["total"],
+        "currency": order["currency"],
+        "line_count": len(json.loads(order["lines"])),
+        "created_at": order["created_at"],
+        "updated_at": order["updated_at"],
     }
 
 

@@ -154,13 +154,21 @@ class OrderStore:
             f"SELECT {_ORDER_COLUMNS}{_MORE_COLUMNS} FROM orders WHERE id = :id", {"id": order_id}
         )
 
-    async def for_user(self, user_id: str, *, limit: int, offset: int) -> tuple[list[Row], int]:
+    async def newest_first(
+        self, *, limit: int, offset: int, user_id: str | None = None, status: Status | None = None
+    ) -> tuple[list[Row], int]:
+        """One page of orders, newest first, and how many there are: a customer's (``user_id``), those in one
+        ``status``, or every order (an admin's list). Indexes: orders_by_user, orders_by_status, orders_newest."""
+        filters = {"user_id": user_id, "status": status.value if status else None}
+        params: dict[str, Any] = {name: value for name, value in filters.items() if value is not None}
+        where = " AND ".join(f"{name} = :{name}" for name in params)
+        where = f" WHERE {where}" if where else ""
         rows = await self.db.fetch(
-            f"SELECT {_ORDER_COLUMNS}{_MORE_COLUMNS} FROM orders WHERE user_id = :u ORDER BY created_at DESC, id "
+            f"SELECT {_ORDER_COLUMNS}{_MORE_COLUMNS} FROM orders{where} ORDER BY created_at DESC, id "
             "LIMIT :limit OFFSET :offset",
-            {"u": user_id, "limit": limit, "offset": offset},
+            {**params, "limit": limit, "offset": offset},
         )
-        total = await self.db.fetchval("SELECT count(*) FROM orders WHERE user_id = :u", {"u": user_id})
+        total = await self.db.fetchval(f"SELECT count(*) FROM orders{where}", params)
         return rows, int(total)
 
     async def timeline(self, order_id: str, tx: Tx | None = None) -> list[Row]:

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from microshop_kit.errors import UpstreamError
 from microshop_storefront.clients import ApiError, NotFound, SourceUnavailable
-from microshop_storefront.domain import Order, ProductPage, amount_text, parse_amount
+from microshop_storefront.domain import STATUS_LABELS, Order, ProductPage, amount_text, parse_amount, status_name
 from microshop_storefront.forms import SKU, value
 from microshop_storefront.session import SignInRequired, Visitor
 from microshop_storefront.web import FormDep, Shop, ShopDep, VisitorDep, redirect
@@ -26,6 +26,7 @@ OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9
 ProductId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Sku = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 TRACKING = re.compile(r"^[A-Za-z0-9-]{3,64}$")
+ORDERS_PER_PAGE = 25
 
 
 def _admin_only(request: Request, shop: Shop, visitor: Visitor) -> HTMLResponse | None:
@@ -50,25 +51,53 @@ async def admin_home(request: Request, shop: ShopDep, visitor: VisitorDep) -> Re
 
 @router.get("/orders", response_class=HTMLResponse)
 async def admin_orders(
-    request: Request, shop: ShopDep, visitor: VisitorDep, id: Annotated[str, Query(max_length=64)] = ""
+    request: Request,
+    shop: ShopDep,
+    visitor: VisitorDep,
+    id: Annotated[str, Query(max_length=64)] = "",
+    status: Annotated[str, Query(max_length=20)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    """Find an order by its id (from the customer, the confirmation email or the mailbox) and move it on."""
+    """The latest orders of every customer (one status, when chosen), or one order found by its id (from the
+    list, the customer, the confirmation email or the mailbox) to move on."""
     refused = _admin_only(request, shop, visitor)
     if refused:
         return refused
+    if status and status not in STATUS_LABELS:
+        return shop.error(request, 400, "There is no such order status", "Choose a status from the list.")
     order_id = id.strip()
-    order, error = None, None
-    if order_id:
-        try:
-            body = await _call(shop, visitor, "GET", f"/api/v1/orders/{quote(order_id, safe='')}")
-            order = Order.model_validate(body)
-        except ApiError:
-            error = "There is no order with that id."
-        except SourceUnavailable:
-            return shop.unavailable(request, "The orders service")
+    order, latest = None, None
+    try:
+        order = await _find(shop, visitor, order_id) if order_id else None
+        if order is None:
+            latest = await shop.as_customer(
+                visitor,
+                lambda token: shop.orders.all_orders(token, status=status or None, page=page, limit=ORDERS_PER_PAGE),
+            )
+    except SourceUnavailable:
+        return shop.unavailable(request, "The orders service")
+    except ApiError as exc:
+        return shop.error(request, exc.status, "The orders cannot be listed", exc.detail)
     return shop.render(
-        request, "admin/orders.html", title="Admin: orders", order=order, order_id=order_id, lookup_error=error
+        request,
+        "admin/orders.html",
+        title="Admin: orders",
+        order=order,
+        order_id=order_id,
+        lookup_error="There is no order with that id." if order_id and order is None else None,
+        latest=latest,
+        chosen=status,
+        statuses=[(code, status_name(code)) for code in STATUS_LABELS],
+        status_name=status_name,
     )
+
+
+async def _find(shop: Shop, visitor: Visitor, order_id: str) -> Order | None:
+    """The order with this id; None when there is none (the API answers an unknown or malformed id 404 or 422)."""
+    try:
+        return await shop.as_customer(visitor, lambda token: shop.orders.order(token, order_id))
+    except ApiError:
+        return None
 
 
 @router.post("/orders/{order_id}/ship", response_class=HTMLResponse)

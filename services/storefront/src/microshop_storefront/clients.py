@@ -23,6 +23,8 @@ from microshop_storefront.domain import (
     Message,
     Order,
     OrderList,
+    OrderSummary,
+    OrderSummaryList,
     Payment,
     Product,
     ProductPage,
@@ -265,6 +267,16 @@ class Orders:
         items = [_model(Order, item, "orders") for item in _items(body, "orders")]
         total = int(body.get("total", len(items))) if isinstance(body, dict) else len(items)
         return OrderList(items=items, page=page, pages=max(1, -(-total // limit)))
+
+    async def all_orders(self, token: str, *, status: str | None, page: int, limit: int) -> OrderSummaryList:
+        """Admin: every customer's orders, newest first; ``status``: only those in it."""
+        params: dict[str, str | int] = {"page": page, "limit": limit, **({"status": status} if status else {})}
+        body = await self.api.call("GET", "/api/v1/admin/orders", token=token, params=params)
+        items = [_model(OrderSummary, item, "orders") for item in _items(body, "orders")]
+        total = body.get("total")  # _items checked that the body is an object
+        if not isinstance(total, int) or total < 0:
+            raise SourceUnavailable("orders", f"an order list must carry its total, not {total!r}")
+        return OrderSummaryList(items=items, page=page, pages=max(1, -(-total // limit)), total=total)
 
     async def cancel(self, token: str, order_id: str) -> Order:
         body = await self.api.call("POST", f"/api/v1/orders/{quote(order_id, safe='')}/cancel", token=token)

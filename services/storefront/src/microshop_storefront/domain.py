@@ -347,6 +347,47 @@ class OrderList:
     pages: int
 
 
+def status_name(status: str) -> str:
+    """A status as an admin reads it (``AWAITING_PAYMENT`` -> ``Awaiting payment``), not the customer's wording."""
+    return status.replace("_", " ").capitalize()
+
+
+class OrderSummary(BaseModel):
+    """An order in the admin's list of every customer's orders (the whole order is one click away)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    user_id: str
+    status: str
+    cancellation_pending: bool = False
+    total: int
+    currency: str = "EUR"
+    line_count: int
+    created_at: str = ""
+    updated_at: str = ""
+
+    @property
+    def status_name(self) -> str:
+        return status_name(self.status)
+
+    @property
+    def total_text(self) -> str:
+        return format_money(self.total, self.currency)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8].upper()
+
+
+@dataclass(frozen=True)
+class OrderSummaryList:
+    items: list[OrderSummary]
+    page: int
+    pages: int
+    total: int
+
+
 class Address(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
