@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from microshop_gateway.domain import Balancer, RetryBudget
 from microshop_gateway.metrics import GatewayMetrics
 from microshop_gateway.settings import RouteSpec
+from microshop_kit.breaker import CircuitBreaker
+from microshop_kit.context import outgoing_headers
+from microshop_kit.errors import CircuitOpen, UpstreamError, UpstreamUnavailable
+from microshop_kit.log import get_logger
 from microshop_kit.wire import (
     Answer,
     InstancePool,
@@ -27,10 +31,6 @@ from microshop_kit.wire import (
     UpstreamConnectError,
     UpstreamTooLarge,
 )
-from microshop_kit.breaker import CircuitBreaker
-from microshop_kit.context import outgoing_headers
-from microshop_kit.errors import CircuitOpen, UpstreamError, UpstreamUnavailable
-from microshop_kit.log import get_logger
 
 log = get_logger("microshop.gateway")
 
