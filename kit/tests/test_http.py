@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from microshop_kit.breaker import CircuitBreaker
+from microshop_kit.cache import ResponseCache
 from microshop_kit.context import TraceContext, request_id_var, trace_var
 from microshop_kit.errors import CircuitOpen, UpstreamError, UpstreamUnavailable
 from microshop_kit.http import HttpPool, ServiceClient
@@ -42,6 +43,9 @@ class Upstream:
             request.transport.close()  # no answer at all
         if path == "/text":
             return web.Response(text="not json")
+        if path in ("/public", "/private"):
+            kind = "public, max-age=60" if path == "/public" else "private, max-age=60"
+            return web.json_response({"hit": self.hits[path]}, headers={"Cache-Control": kind})
         script = self.replies.get(path, [])
         status = script.pop(0) if script else 200
         body = await request.read()
@@ -338,3 +342,26 @@ async def test_a_refusing_instance_is_skipped_even_for_a_post(
     assert [answer.status for answer in answers] == [200] * 4
     assert upstream.hits["/orders"] == 4  # each POST sent once, to the instance that listens
     assert breaker.allow(), "a refusal that another instance made up for is no failure"
+
+
+# -- client cache -------------------------------------------------------------------------------------------
+
+
+async def test_a_public_answer_is_reused_within_the_ttl_and_never_for_credentials(
+    upstream: Upstream, pool: HttpPool
+) -> None:
+    service = client(upstream.url, pool, cache=ResponseCache(ttl=0.3))
+    assert [(await service.get("/public")).json()["hit"] for _ in range(3)] == [1, 1, 1]
+    assert (await service.get("/public", params={"page": 2})).json()["hit"] == 2  # another target
+    signed = await service.get("/public", headers={"Authorization": "Bearer abc"})
+    assert signed.json()["hit"] == 3
+    assert [(await service.get("/private")).json()["hit"] for _ in range(2)] == [1, 2]
+    await asyncio.sleep(0.35)
+    assert (await service.get("/public")).json()["hit"] == 4  # the ttl caps the answer's own max-age
+
+
+async def test_a_write_through_the_client_empties_its_cache(upstream: Upstream, pool: HttpPool) -> None:
+    service = client(upstream.url, pool, cache=ResponseCache(ttl=30))
+    assert (await service.get("/public")).json()["hit"] == 1
+    await service.post("/items", json={})
+    assert (await service.get("/public")).json()["hit"] == 2

@@ -29,7 +29,7 @@ _NOT_SHARED = (b"private", b"no-store", b"no-cache")
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class CachedAnswer:
     status: int
     headers: Headers
     body: bytes
@@ -53,6 +53,15 @@ def _max_age(cache_control: bytes) -> float | None:
     return age if age else None
 
 
+def shared_lifetime(headers: Headers) -> float | None:
+    """Seconds a shared cache may keep a 200 answer with these (lower-cased) headers, or None: it must say
+    ``public`` with a max-age, and carry no ``Set-Cookie`` or ``Vary``."""
+    cache_control = next((v for n, v in headers if n == b"cache-control"), None)
+    if cache_control is None or any(n in (b"set-cookie", b"vary") for n, _ in headers):
+        return None
+    return _max_age(cache_control)
+
+
 def _etag_matches(header: bytes, etag: bytes) -> bool:
     candidates = {value.strip().removeprefix(b"W/") for value in header.split(b",")}
     return b"*" in candidates or etag in candidates
@@ -66,9 +75,9 @@ class ResponseCache:
         self.misses = 0
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes], CachedAnswer] = OrderedDict()
 
-    def get_fresh(self, key: tuple[str, bytes], now: float) -> _Entry | None:
+    def get_fresh(self, key: tuple[str, bytes], now: float) -> CachedAnswer | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -77,7 +86,7 @@ class ResponseCache:
             return None
         return entry
 
-    def put(self, key: tuple[str, bytes], entry: _Entry) -> None:
+    def put(self, key: tuple[str, bytes], entry: CachedAnswer) -> None:
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
@@ -154,7 +163,7 @@ class ResponseCacheMiddleware:
         finally:
             self.cache.clear()
 
-    async def _replay(self, scope: Scope, send: Send, entry: _Entry, if_none_match: bytes | None) -> None:
+    async def _replay(self, scope: Scope, send: Send, entry: CachedAnswer, if_none_match: bytes | None) -> None:
         if if_none_match is not None and entry.etag is not None and _etag_matches(if_none_match, entry.etag):
             kept = [(n, v) for n, v in entry.headers if n not in (b"content-length", b"content-type")]
             await send({"type": "http.response.start", "status": 304, "headers": kept})
@@ -182,10 +191,7 @@ class ResponseCacheMiddleware:
         if not keep or start is None:
             return
         headers: Headers = [(bytes(n).lower(), bytes(v)) for n, v in start.get("headers", [])]
-        cache_control = next((v for n, v in headers if n == b"cache-control"), None)
-        if cache_control is None or any(n in (b"set-cookie", b"vary") for n, _ in headers):
-            return
-        age = _max_age(cache_control)
+        age = shared_lifetime(headers)
         if age is None:
             return
         etag = next((v for n, v in headers if n == b"etag"), None)
@@ -193,4 +199,4 @@ class ResponseCacheMiddleware:
         kept = [(n, v) for n, v in headers if n not in (b"x-request-id", b"date")]
         ttl = min(self.cache.ttl, age)
         expires = self.clock() + ttl
-        self.cache.put(key, _Entry(200, kept, b"".join(chunks), etag, expires, scope.get("route")))
+        self.cache.put(key, CachedAnswer(200, kept, b"".join(chunks), etag, expires, scope.get("route")))

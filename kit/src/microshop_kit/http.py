@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
@@ -23,6 +24,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from microshop_kit.breaker import CircuitBreaker
+from microshop_kit.cache import CachedAnswer, ResponseCache, shared_lifetime
 from microshop_kit.context import outgoing_headers
 from microshop_kit.errors import CircuitOpen, UpstreamError, UpstreamUnavailable
 from microshop_kit.wire import InstancePool, UpstreamConnectError, WireError
@@ -133,6 +135,11 @@ class ServiceClient:
     ``base_url`` may list several instances, comma-separated: calls go round-robin, and an instance that
     refuses the connection (the request was never sent, so any method is safe) is skipped for the next one
     within the same attempt. Only when every instance refuses does the attempt fail.
+
+    With a ``cache`` (``microshop_kit.cache.ResponseCache``), a GET without credentials is answered from it
+    while an earlier 200 answer to the same target is fresh: one that said ``Cache-Control: public`` with a
+    max-age, kept at most that long and never longer than the cache's ttl. Any other method sent through the
+    client empties the cache (the caller is changing something such answers may show).
     """
 
     def __init__(
@@ -147,6 +154,7 @@ class ServiceClient:
         connect_timeout: float = 1.0,
         backoff_base: float = 0.05,
         backoff_cap: float = 1.0,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.base_urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
         if not self.base_urls or not all(url.startswith(("http://", "https://")) for url in self.base_urls):
@@ -160,6 +168,7 @@ class ServiceClient:
         self.connect_timeout = connect_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.cache = cache
 
     async def request(
         self,
@@ -191,13 +200,23 @@ class ServiceClient:
         if json is not None:
             content = orjson.dumps(json)
             extra.setdefault("Content-Type", "application/json")
+        target = _target(path, params)
+        cache_key: tuple[str, bytes] | None = None
+        if self.cache is not None:
+            if method == "GET" and "authorization" not in extra and "cookie" not in extra:
+                cache_key = (self.name, target)
+                kept = self.cache.get_fresh(cache_key, time.monotonic())
+                if kept is not None:
+                    return UpstreamResponse(kept.status, kept.headers, kept.body, self.name)
+            elif method not in ("GET", "HEAD", "OPTIONS"):
+                self.cache.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else self.timeout)
         attempts = 1 + (self.retries if idempotent else 0)
         last: UpstreamResponse | None = None
         for attempt in range(attempts):
             try:
-                last = await self._attempt(method, path, content, extra, params, deadline, idempotent)
+                last = await self._attempt(method, path, target, content, extra, deadline, idempotent)
             except CircuitOpen:
                 if last is not None:
                     return last  # opened between our attempts: hand back the answer we have
@@ -212,6 +231,8 @@ class ServiceClient:
             else:
                 delay = self._backoff(attempt, attempts, deadline)
                 if last.status not in RETRY_STATUSES or delay is None:
+                    if cache_key is not None and last.status == 200:
+                        self._keep(cache_key, last)
                     return last
             await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -231,13 +252,20 @@ class ServiceClient:
     async def delete(self, path: str, **kwargs: Unpack[RequestOptions]) -> UpstreamResponse:
         return await self.request("DELETE", path, **kwargs)
 
+    def _keep(self, key: tuple[str, bytes], answer: UpstreamResponse) -> None:
+        assert self.cache is not None
+        lifetime = shared_lifetime([(name.lower(), value) for name, value in answer.raw_headers])
+        if lifetime is not None:
+            expires = time.monotonic() + min(self.cache.ttl, lifetime)
+            self.cache.put(key, CachedAnswer(200, answer.raw_headers, answer.body, None, expires, None))
+
     async def _attempt(
         self,
         method: str,
         path: str,
+        target: bytes,
         content: bytes | None,
         extra: CIMultiDict[str],
-        params: Params | None,
         deadline: float,
         idempotent: bool,
     ) -> UpstreamResponse:
@@ -250,7 +278,7 @@ class ServiceClient:
         headers.update(extra)
         count = len(self.base_urls)
         start, self._next = self._next, (self._next + 1) % count
-        request = (method.encode("ascii"), _target(path, params), _header_lines(headers), content or b"")
+        request = (method.encode("ascii"), target, _header_lines(headers), content or b"")
         for step in range(count):
             base = self.base_urls[(start + step) % count]
             instance = self.pool.instance(base, connect_timeout=self.connect_timeout)

@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 
 from microshop_kit.app import Kit, ServiceSpec, create_service_app
 from microshop_kit.breaker import CircuitBreaker
+from microshop_kit.cache import ResponseCache
 from microshop_kit.http import ServiceClient
 from microshop_storefront.api import ROUTERS, install_error_pages
 from microshop_storefront.clients import Accounts, Api, Catalog, Mailbox, Orders, Payments
@@ -39,22 +40,30 @@ def create_app(settings: StorefrontSettings | None = None) -> FastAPI:
     secret = settings.csrf_secret.get_secret_value() if settings.csrf_secret else None
 
     async def start(kit: Kit) -> None:
-        def api(name: str, url: str, timeout: float = settings.upstream_timeout) -> Api:
+        # Public catalog answers (Cache-Control: public) are reused for up to STOREFRONT_RESPONSE_CACHE_SECONDS,
+        # like a browser's cache would; an admin change made through the storefront empties it.
+        catalog_cache = ResponseCache(settings.response_cache_seconds) if settings.response_cache_seconds else None
+
+        def api(
+            name: str, url: str, timeout: float = settings.upstream_timeout, cache: ResponseCache | None = None
+        ) -> Api:
             # One retry at most: a person is waiting for the page. A breaker per area, so payments being
             # down does not stop browsing.
-            client = ServiceClient(name, url, kit.http, timeout=timeout, retries=1, breaker=CircuitBreaker())
+            client = ServiceClient(
+                name, url, kit.http, timeout=timeout, retries=1, breaker=CircuitBreaker(), cache=cache
+            )
             return Api(client)
 
         accounts = Accounts(api("accounts", settings.gateway_url))
         app.state.shop = Shop(
             settings=settings,
             templates=_templates(settings),
-            catalog=Catalog(api("catalog", settings.gateway_url)),
+            catalog=Catalog(api("catalog", settings.gateway_url, cache=catalog_cache)),
             accounts=accounts,
             orders=Orders(api("orders", settings.gateway_url)),
             payments=Payments(api("payments", settings.gateway_url)),
             mailbox=Mailbox(api("mailbox", settings.mailbox_url)),
-            admin=api("admin", settings.gateway_url),
+            admin=api("admin", settings.gateway_url, cache=catalog_cache),
             status=api("status", settings.gateway_url),
             sessions=Sessions(accounts),
             csrf_key=csrf_key(secret, settings.data_dir),

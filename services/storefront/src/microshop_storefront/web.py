@@ -58,6 +58,26 @@ class BadForm(Exception):
     """A form post that could not be read at all (malformed body)."""
 
 
+class LazyCsrfToken:
+    """The visitor's CSRF token, minted when a template first prints it: a page with no form (most pages a
+    visitor who is not signed in sees) sets no CSRF cookie and computes no HMAC."""
+
+    __slots__ = ("_key", "_token", "_visitor")
+
+    def __init__(self, visitor: Visitor, key: bytes) -> None:
+        self._visitor = visitor
+        self._key = key
+        self._token: str | None = None
+
+    def __str__(self) -> str:
+        if self._token is None:
+            self._token = self._visitor.csrf_token(self._key)
+        return self._token
+
+    def __html__(self) -> str:  # markupsafe: the token is hex, safe as it is
+        return str(self)
+
+
 @dataclass(frozen=True)
 class Shop:
     """What the pages need; built at start-up and kept on ``app.state.shop``."""
@@ -81,7 +101,7 @@ class Shop:
         visitor = self.visitor(request)
         context.setdefault("errors", {})
         context.setdefault("notice", NOTICES.get(request.query_params.get("notice", "")))
-        context.update(visitor=visitor, csrf_token=visitor.csrf_token(self.csrf_key))
+        context.update(visitor=visitor, csrf_token=LazyCsrfToken(visitor, self.csrf_key))
         response = self.templates.TemplateResponse(request, name, context, status_code=status)
         response.headers["Content-Security-Policy"] = CSP
         if visitor.signed_in:
