@@ -365,3 +365,10 @@ async def test_a_write_through_the_client_empties_its_cache(upstream: Upstream, 
     assert (await service.get("/public")).json()["hit"] == 1
     await service.post("/items", json={})
     assert (await service.get("/public")).json()["hit"] == 2
+
+
+async def test_concurrent_misses_share_one_request(upstream: Upstream, pool: HttpPool) -> None:
+    service = client(upstream.url, pool, cache=ResponseCache(ttl=30))
+    answers = await asyncio.gather(*(service.get("/public") for _ in range(10)))
+    assert [answer.json()["hit"] for answer in answers] == [1] * 10
+    assert upstream.hits["/public"] == 1

@@ -169,6 +169,7 @@ class ServiceClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.cache = cache
+        self._fetching: dict[tuple[str, bytes], asyncio.Future[UpstreamResponse]] = {}
 
     async def request(
         self,
@@ -208,8 +209,33 @@ class ServiceClient:
                 kept = self.cache.get_fresh(cache_key, time.monotonic())
                 if kept is not None:
                     return UpstreamResponse(kept.status, kept.headers, kept.body, self.name)
+                pending = self._fetching.get(cache_key)
+                if pending is not None:
+                    # The same answer is already on its way (a kept one just expired under load): share it.
+                    return await asyncio.shield(pending)
             elif method not in ("GET", "HEAD", "OPTIONS"):
                 self.cache.clear()
+        if cache_key is None:
+            return await self._send(method, path, target, content, extra, idempotent, timeout)
+        fetch = asyncio.ensure_future(self._send(method, path, target, content, extra, idempotent, timeout))
+        self._fetching[cache_key] = fetch
+        fetch.add_done_callback(lambda done: self._fetched(cache_key, done))
+        # Shielded: this caller being cancelled does not cancel the answer others are waiting for.
+        answer = await asyncio.shield(fetch)
+        if answer.status == 200:
+            self._keep(cache_key, answer)
+        return answer
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        target: bytes,
+        content: bytes | None,
+        extra: CIMultiDict[str],
+        idempotent: bool,
+        timeout: float | None,  # noqa: ASYNC109 - a deadline the attempts share out
+    ) -> UpstreamResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else self.timeout)
         attempts = 1 + (self.retries if idempotent else 0)
@@ -231,8 +257,6 @@ class ServiceClient:
             else:
                 delay = self._backoff(attempt, attempts, deadline)
                 if last.status not in RETRY_STATUSES or delay is None:
-                    if cache_key is not None and last.status == 200:
-                        self._keep(cache_key, last)
                     return last
             await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -251,6 +275,12 @@ class ServiceClient:
 
     async def delete(self, path: str, **kwargs: Unpack[RequestOptions]) -> UpstreamResponse:
         return await self.request("DELETE", path, **kwargs)
+
+    def _fetched(self, key: tuple[str, bytes], fetch: asyncio.Future[UpstreamResponse]) -> None:
+        if self._fetching.get(key) is fetch:
+            del self._fetching[key]
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved here, so a failure nobody waited for is not reported as unhandled
 
     def _keep(self, key: tuple[str, bytes], answer: UpstreamResponse) -> None:
         assert self.cache is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import signal
 from collections.abc import Callable, Coroutine
@@ -46,6 +47,9 @@ def serve(target: str, settings: ServiceSettings) -> None:
         from granian.server.embed import Server
 
         factory = _load(target)
+        # What the imports made lives as long as the process: out of the collector's sight, so a full
+        # collection walks only what requests create (shorter pauses in the tail latency).
+        gc.freeze()
         server = Server(
             lambda: factory(settings),
             address=settings.host,
