@@ -392,3 +392,36 @@ async def test_keys_unavailable_is_503_not_401(verifier: JwksVerifier, key: Sign
         await principal_from_authorization(verifier, f"Bearer {key.token()}")
     assert caught.value.status == 503
     assert caught.value.type_ == "/problems/auth-unavailable"
+
+
+# -- verified tokens kept -----------------------------------------------------------------------------------
+
+
+async def test_a_kept_token_stands_only_while_its_key_is_published(
+    verifier: JwksVerifier, key: SigningKey, jwks: Jwks, clock: FakeClock
+) -> None:
+    token = key.token(sub="user-9")
+    assert (await verifier.verify(token)).user_id == "user-9"
+    jwks.keys = [SigningKey().jwk()]  # the key is withdrawn
+    clock.now += 299
+    assert (await verifier.verify(token)).user_id == "user-9"  # keys not yet due for a refresh
+    clock.now += 1
+    assert "unknown key id" in await rejected(verifier, token)
+    assert "unknown key id" in await rejected(verifier, token)
+
+
+async def test_a_kept_token_is_refused_once_it_expires(jwks: Jwks, pool: HttpPool, key: SigningKey) -> None:
+    verifier = JwksVerifier(jwks.url, ISSUER, AUDIENCE, pool, leeway=0)
+    now = int(time.time())
+    token = key.token(iat=now, exp=now + 1)
+    assert (await verifier.verify(token)).user_id == "user-1"
+    await asyncio.sleep(now + 1.05 - time.time())
+    assert "expired" in await rejected(verifier, token)
+
+
+async def test_the_kept_tokens_are_bounded(jwks: Jwks, pool: HttpPool, key: SigningKey) -> None:
+    verifier = JwksVerifier(jwks.url, ISSUER, AUDIENCE, pool, max_verified=3)
+    tokens = [key.token(sub=f"user-{n}") for n in range(5)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert list(verifier._verified) == tokens[2:]
