@@ -255,8 +255,10 @@ class ServiceClient:
                     reason = "timed out" if isinstance(exc, TimeoutError) else f"no answer ({exc!r})"
                     raise UpstreamUnavailable(self.name, f"{method} {path} {reason}") from exc
             else:
+                if last.status not in RETRY_STATUSES:
+                    return last
                 delay = self._backoff(attempt, attempts, deadline)
-                if last.status not in RETRY_STATUSES or delay is None:
+                if delay is None:
                     return last
             await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
