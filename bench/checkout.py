@@ -19,9 +19,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import time
 import uuid
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -152,6 +155,37 @@ async def invariants(platform: Platform) -> dict[str, Any]:
     return {**result, "stock_conserved": True}
 
 
+_EVENT_ID = re.compile(rb"^X-Microshop-Event-Id: *(\S+)", re.MULTILINE | re.IGNORECASE)
+
+
+async def confirmation_emails(platform: Platform, within: float = 60.0) -> dict[str, Any]:
+    """Order confirmed -> its email accepted by the mail sink, for every order of the run: from the
+    order.confirmed.v1 outbox row (written in the confirming transaction) to the sink's file of the email
+    carrying that event id (written when the sink accepts the message). Both are wall-clock times of this
+    machine."""
+    orders_db = await platform.open_database("orders")
+    try:
+        rows = await orders_db.fetch("SELECT id, created_at FROM outbox WHERE type = 'order.confirmed.v1'")
+    finally:
+        await orders_db.close()
+    confirmed = {str(row["id"]): datetime.fromisoformat(str(row["created_at"])).timestamp() for row in rows}
+    arrived: dict[str, float] = {}
+    folders = [platform.root / "mail" / sub for sub in ("new", "cur")]
+    seen: set[Path] = set()
+    deadline = time.monotonic() + within
+    while len(arrived) < len(confirmed) and time.monotonic() < deadline:
+        for path in (p for folder in folders if folder.exists() for p in folder.iterdir()):
+            if path in seen:
+                continue
+            seen.add(path)
+            found = _EVENT_ID.search(path.read_bytes())
+            if found and found.group(1).decode() in confirmed:
+                arrived[found.group(1).decode()] = path.stat().st_mtime
+        await asyncio.sleep(0.5)
+    latencies = [arrived[event] - at for event, at in confirmed.items() if event in arrived]
+    return {"emails": len(latencies), "missing": len(confirmed) - len(latencies), **percentiles(latencies)}
+
+
 def run(dialect: str, seconds: float, concurrency: int) -> dict[str, Any]:
     # 16 customers each placing dozens of orders a second is what the gateway's per-account checkout budget
     # exists to stop: off for the measurement.
@@ -159,6 +193,7 @@ def run(dialect: str, seconds: float, concurrency: int) -> dict[str, Any]:
         asyncio.run(stock_up(platform, SKUS, 10_000_000))
         result = asyncio.run(load(platform.gateway_url, seconds, concurrency, processes(platform)))
         result["invariants"] = asyncio.run(invariants(platform))
+        result["confirmed_to_email"] = asyncio.run(confirmation_emails(platform))
         return result
 
 
