@@ -26,6 +26,7 @@ from microshop_kit.bus.nats_broker import NatsBroker
 from microshop_kit.bus.rabbit_broker import RabbitBroker
 from microshop_kit.context import TraceContext, trace_var
 from microshop_kit.db import Database, PostgresDatabase, SqliteDatabase, Tx
+from microshop_kit.errors import BusError
 from microshop_kit.settings import ServiceSettings
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(60)]
@@ -316,6 +317,30 @@ async def test_jetstream_drops_a_republished_event_by_its_id(nats_url: str, tmp_
     finally:
         await broker.close()
         await shop.close()
+
+
+async def test_the_stream_gets_the_configured_copies_and_is_never_left_with_fewer(nats_url: str) -> None:
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    single = NatsBroker(nats_url, namespace, replicas=1)
+    await single.connect()
+    try:
+        info = await single.jetstream().stream_info(single.stream)
+        assert info.config.num_replicas == 1
+        # Three copies asked of a stream that has one: the kit raises it. A server that cannot keep them may
+        # refuse, and then the service reports its broker unavailable; it never goes on with one copy.
+        cluster_minded = NatsBroker(nats_url, namespace, replicas=3)
+        try:
+            await asyncio.wait_for(cluster_minded.connect(), 10)
+        except BusError as exc:
+            assert f"{single.stream}" in str(exc) and "not available" in str(exc)
+        else:
+            info = await single.jetstream().stream_info(single.stream)
+            assert info.config.num_replicas == 3
+        finally:
+            await cluster_minded.close()
+    finally:
+        await single.jetstream().delete_stream(single.stream)
+        await single.close()
 
 
 async def test_a_handler_failing_twice_then_succeeding_has_its_effect_once(platform: Platform) -> None:

@@ -27,6 +27,10 @@ class ServiceSettings(BaseSettings):
     broker_url: str | None = None
     #: Subject/exchange prefix, so several platforms (tests) can share one broker without seeing each other.
     bus_namespace: str = "microshop"
+    #: Copies of the event stream a NATS cluster keeps (JetStream ``num_replicas``): 1 on one server, 3 on a
+    #: 3-node cluster so losing a node loses no event. An existing stream with fewer copies is raised to this.
+    #: RabbitMQ ignores it (its quorum queues replicate across the cluster's nodes).
+    bus_stream_replicas: int = Field(default=1, ge=1, le=5)
     #: Deliveries of one event a consumer attempts before it records a dead letter (and stops retrying).
     bus_max_deliveries: int = Field(default=5, ge=1)
     jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"

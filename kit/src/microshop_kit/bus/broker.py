@@ -142,12 +142,12 @@ def backoff(attempt: int, *, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
 
 
-def broker_for(url: str, namespace: str) -> Broker:
+def broker_for(url: str, namespace: str, *, stream_replicas: int = 1) -> Broker:
     """The adapter a URL names: ``nats://`` (JetStream) or ``amqp://`` / ``amqps://`` (RabbitMQ)."""
     if url.startswith(("nats://", "tls://")):
         from microshop_kit.bus.nats_broker import NatsBroker
 
-        return NatsBroker(url, namespace)
+        return NatsBroker(url, namespace, replicas=stream_replicas)
     if url.startswith(("amqp://", "amqps://")):
         from microshop_kit.bus.rabbit_broker import RabbitBroker
 

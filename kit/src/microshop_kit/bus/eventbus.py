@@ -64,7 +64,9 @@ class EventBus:
         self.db = db
         self.outbox = Outbox(db, source=settings.service_name)
         if broker is None and settings.broker_url:
-            broker = broker_for(settings.broker_url, settings.bus_namespace)
+            broker = broker_for(
+                settings.broker_url, settings.bus_namespace, stream_replicas=settings.bus_stream_replicas
+            )
         self.broker = broker
         self.enabled = broker is not None
         self._ready = asyncio.Event()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -63,9 +64,10 @@ class NatsBroker(Broker):
     #: Publishes with the same Nats-Msg-Id inside this window are stored once.
     duplicate_window = 120.0
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, *, replicas: int = 1) -> None:
         super().__init__(url, namespace)
         self.stream = f"{namespace.upper()}_EVENTS"
+        self.replicas = replicas
         self._nc = Client()
         self._js: JetStreamContext | None = None
         self._opened = False
@@ -135,12 +137,18 @@ class NatsBroker(Broker):
             subjects=[f"{self.namespace}.events.>"],
             storage=api.StorageType.FILE,
             duplicate_window=self.duplicate_window,
+            num_replicas=self.replicas,
         )
         try:
             try:
-                await js.stream_info(self.stream)
+                info = await js.stream_info(self.stream)
             except nats.js.errors.NotFoundError:
                 await js.add_stream(config)
+            else:
+                if (info.config.num_replicas or 1) < self.replicas:
+                    # Raised, never lowered: another service may have been given more copies on purpose.
+                    await js.update_stream(dataclasses.replace(info.config, num_replicas=self.replicas))
+                    logger.info("NATS stream %s raised to %d replicas", self.stream, self.replicas)
         except _NATS_ERRORS as exc:
             self._stream_ready = False
             raise BusError(f"NATS stream {self.stream} at {redact(self.url)} is not available: {exc!r}") from exc
