@@ -196,7 +196,7 @@ async def _sent_email(service: Service, event_id: str) -> bool:
 async def test_a_deleted_account_is_erased_and_its_unsent_mail_given_up(tools: Tools, smtp_port: int) -> None:
     async with tools.running(tools.settings(smtp_port)) as service:
         service.app.state.sender_task.cancel()  # nothing goes out while the account is deleted
-        await asyncio.sleep(0)
+        await asyncio.wait([service.app.state.sender_task], timeout=5)
         shipped = _shipped("gone")
         await service.deliver(
             Envelope.wrap(UserRegistered(user_id="gone", email="g@example.com", name="G"), source="users")

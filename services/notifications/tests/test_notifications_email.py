@@ -275,7 +275,7 @@ async def test_messages_recorded_while_the_service_was_down_are_sent_at_start(
     settings = tools.settings(smtp_port)
     async with tools.running(settings) as first:
         first.app.state.sender_task.cancel()  # the process "dies" before its sender runs
-        await asyncio.sleep(0)
+        await asyncio.wait([first.app.state.sender_task], timeout=5)
         await first.deliver(envelope)
     async with tools.running(settings) as second:
         await tools.eventually(lambda: _sent(second, envelope.id))
@@ -313,7 +313,7 @@ async def test_a_message_whose_attempts_never_finished_is_given_up(
     settings = tools.settings(smtp_port, send_max_attempts=3)
     async with tools.running(settings) as first:
         first.app.state.sender_task.cancel()
-        await asyncio.sleep(0)
+        await asyncio.wait([first.app.state.sender_task], timeout=5)
         await first.deliver(envelope)
         # As if three senders had each claimed it and crashed before recording an outcome.
         await first.kit.database.execute("UPDATE messages SET attempts = 3 WHERE event_id = :e", {"e": envelope.id})
