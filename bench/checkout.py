@@ -10,7 +10,10 @@ the platform spent per checkout over the measured window (user + system, from /p
 other work shares the machine, unlike orders/s.
 The load generator is an asyncio aiohttp client in this process; it shares the 2 CPUs with the services, so the
 figures are a floor. The load average at the start is reported beside them.
-Run: .venv/bin/python bench/checkout.py [--seconds 10] [--concurrency 16] [--no-postgres]
+With ``--rate R`` checkouts start on a fixed schedule of R per second instead of back to back (issue 6 measures
+confirmation emails while checkouts run at 100 orders/s); the run reports whether the platform kept up.
+Run: .venv/bin/python bench/checkout.py [--seconds 10] [--concurrency 16] [--no-postgres] [--rate 100]
+     [--broker amqp://guest:guest@127.0.0.1:5672/]
 """
 
 from __future__ import annotations
@@ -70,8 +73,12 @@ def processes(platform: Platform) -> dict[str, int]:
     return pids
 
 
-async def load(base: str, seconds: float, concurrency: int, pids: dict[str, int]) -> dict[str, Any]:
-    """``concurrency`` customers check out back to back for ``seconds``; CPU of ``pids`` per checkout meanwhile."""
+async def load(
+    base: str, seconds: float, concurrency: int, pids: dict[str, int], rate: float | None = None
+) -> dict[str, Any]:
+    """``concurrency`` customers check out for ``seconds``, back to back or, with ``rate``, starting checkouts
+    on a fixed schedule of ``rate`` per second (each taken by the next free customer); CPU of ``pids`` per
+    checkout meanwhile."""
     orders: list[float] = []
     carts: list[float] = []
     statuses: dict[str, int] = {}
@@ -96,25 +103,34 @@ async def load(base: str, seconds: float, concurrency: int, pids: dict[str, int]
         for n, (auth, method) in enumerate(buyers):  # warm the connections and the caches
             await checkout(auth, method, n)
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        deadline = time.perf_counter() + seconds
+        window_start = time.time()
+        started = time.perf_counter()
+        deadline = started + seconds
+        scheduled = iter(range(1_000_000_000))
 
         async def worker(auth: dict[str, str], method: str, index: int) -> None:
             n = index
             while time.perf_counter() < deadline:
+                if rate is not None:
+                    at = started + next(scheduled) / rate
+                    if at >= deadline:
+                        break
+                    await asyncio.sleep(at - time.perf_counter())
                 cart_s, order_s, status = await checkout(auth, method, n)
                 carts.append(cart_s)
                 orders.append(order_s)
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
                 n += concurrency
 
-        started = time.perf_counter()
         await asyncio.gather(*(worker(auth, method, i) for i, (auth, method) in enumerate(buyers)))
         elapsed = time.perf_counter() - started
         done = max(1, len(orders))
         cpu_ms = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / done for name, pid in pids.items()}
     return {
+        "window_start": window_start,
         "orders": len(orders),
         "orders_per_s": round(len(orders) / elapsed),
+        **({"scheduled_per_s": rate} if rate is not None else {}),
         "place_order": percentiles(orders),
         "put_cart": percentiles(carts),
         "outcomes": statuses,
@@ -158,8 +174,9 @@ async def invariants(platform: Platform) -> dict[str, Any]:
 _EVENT_ID = re.compile(rb"^X-Microshop-Event-Id: *(\S+)", re.MULTILINE | re.IGNORECASE)
 
 
-async def confirmation_emails(platform: Platform, within: float = 60.0) -> dict[str, Any]:
-    """Order confirmed -> its email accepted by the mail sink, for every order of the run: from the
+async def confirmation_emails(platform: Platform, since: float, within: float = 60.0) -> dict[str, Any]:
+    """Order confirmed -> its email accepted by the mail sink, for every order confirmed since the measured
+    window started (``since``, wall-clock; the warm-up's orders are left out): from the
     order.confirmed.v1 outbox row (written in the confirming transaction) to the sink's file of the email
     carrying that event id (written when the sink accepts the message). Both are wall-clock times of this
     machine."""
@@ -168,7 +185,8 @@ async def confirmation_emails(platform: Platform, within: float = 60.0) -> dict[
         rows = await orders_db.fetch("SELECT id, created_at FROM outbox WHERE type = 'order.confirmed.v1'")
     finally:
         await orders_db.close()
-    confirmed = {str(row["id"]): datetime.fromisoformat(str(row["created_at"])).timestamp() for row in rows}
+    stamped = {str(row["id"]): datetime.fromisoformat(str(row["created_at"])).timestamp() for row in rows}
+    confirmed = {event: at for event, at in stamped.items() if at >= since}
     arrived: dict[str, float] = {}
     folders = [platform.root / "mail" / sub for sub in ("new", "cur")]
     seen: set[Path] = set()
@@ -186,14 +204,15 @@ async def confirmation_emails(platform: Platform, within: float = 60.0) -> dict[
     return {"emails": len(latencies), "missing": len(confirmed) - len(latencies), **percentiles(latencies)}
 
 
-def run(dialect: str, seconds: float, concurrency: int) -> dict[str, Any]:
+def run(dialect: str, seconds: float, concurrency: int, rate: float | None, broker: str | None) -> dict[str, Any]:
     # 16 customers each placing dozens of orders a second is what the gateway's per-account checkout budget
     # exists to stop: off for the measurement.
-    with seeded_platform(dialect, extra_env={"GATEWAY_RATE_LIMITING": "false"}) as platform:
+    with seeded_platform(dialect, extra_env={"GATEWAY_RATE_LIMITING": "false"}, broker_url=broker) as platform:
         asyncio.run(stock_up(platform, SKUS, 10_000_000))
-        result = asyncio.run(load(platform.gateway_url, seconds, concurrency, processes(platform)))
+        result = asyncio.run(load(platform.gateway_url, seconds, concurrency, processes(platform), rate))
+        since = result.pop("window_start")
         result["invariants"] = asyncio.run(invariants(platform))
-        result["confirmed_to_email"] = asyncio.run(confirmation_emails(platform))
+        result["confirmed_to_email"] = asyncio.run(confirmation_emails(platform, since))
         return result
 
 
@@ -202,15 +221,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--rate", type=float, help="start this many checkouts per second on a schedule instead of back to back"
+    )
+    parser.add_argument("--broker", help="a running broker's URL (nats://..., amqp://...) instead of an embedded NATS")
     args = parser.parse_args()
     report: dict[str, Any] = {
         "concurrency": args.concurrency,
         "seconds": args.seconds,
         "cpus": os.cpu_count(),
+        "broker": args.broker or "embedded NATS",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     for dialect in ("sqlite", *(() if args.no_postgres else ("postgresql",))):
-        report[dialect] = run(dialect, args.seconds, args.concurrency)
+        report[dialect] = run(dialect, args.seconds, args.concurrency, args.rate, args.broker)
     print(json.dumps(report, indent=2))
 
 

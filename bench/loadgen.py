@@ -125,11 +125,16 @@ def get_load(base: str, paths: list[str], seconds: float, concurrency: int) -> d
 
 
 @contextlib.contextmanager
-def seeded_platform(dialect: str = "sqlite", extra_env: dict[str, str] | None = None) -> Iterator[Platform]:
+def seeded_platform(
+    dialect: str = "sqlite", extra_env: dict[str, str] | None = None, broker_url: str | None = None
+) -> Iterator[Platform]:
     """The whole platform on free ports with the demo catalog, on SQLite or on PostgreSQL (a throw-away database
-    per service, dropped afterwards); stopped when the block ends."""
+    per service, dropped afterwards), on its own embedded NATS or on the broker at ``broker_url`` (under a
+    throw-away namespace, purged afterwards); stopped when the block ends."""
     with tempfile.TemporaryDirectory() as tmp:
         extra: dict[str, Any] = {"extra_env": dict(extra_env or {})}
+        if broker_url is not None:
+            extra.update(broker_url=broker_url, namespace=f"bench{uuid.uuid4().hex[:8]}")
         if dialect == "postgresql":
             extra.update(postgres_url=POSTGRES, database_prefix=f"bench_{uuid.uuid4().hex[:8]}")
         platform = Platform(PlatformConfig.isolated(Path(tmp), **extra))
@@ -139,6 +144,8 @@ def seeded_platform(dialect: str = "sqlite", extra_env: dict[str, str] | None = 
             yield platform
         finally:
             platform.stop()
+            if broker_url is not None:
+                platform.purge_broker()
             if dialect == "postgresql":
                 platform.drop_databases()
 
