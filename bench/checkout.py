@@ -12,7 +12,7 @@ The load generator is an asyncio aiohttp client in this process; it shares the 2
 figures are a floor. The load average at the start is reported beside them.
 With ``--rate R`` checkouts start on a fixed schedule of R per second instead of back to back (issue 6 measures
 confirmation emails while checkouts run at 100 orders/s); the run reports whether the platform kept up.
-Run: .venv/bin/python bench/checkout.py [--seconds 10] [--concurrency 16] [--no-postgres] [--rate 100]
+Run: .venv/bin/python bench/checkout.py [--seconds 10] [--concurrency 16] [--no-postgres] [--no-sqlite] [--rate 100]
      [--broker amqp://guest:guest@127.0.0.1:5672/]
 """
 
@@ -221,6 +221,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument(
         "--rate", type=float, help="start this many checkouts per second on a schedule instead of back to back"
     )
@@ -233,7 +234,8 @@ def main() -> None:
         "broker": args.broker or "embedded NATS",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-    for dialect in ("sqlite", *(() if args.no_postgres else ("postgresql",))):
+    dialects = [name for name, off in (("sqlite", args.no_sqlite), ("postgresql", args.no_postgres)) if not off]
+    for dialect in dialects:
         report[dialect] = run(dialect, args.seconds, args.concurrency, args.rate, args.broker)
     print(json.dumps(report, indent=2))
 

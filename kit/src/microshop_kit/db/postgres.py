@@ -95,6 +95,14 @@ class PostgresTx(Tx):
         return rows
 
 
+async def _no_session_state_to_reset(_conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool beyond asyncpg's own step (an open transaction rolled
+    back, listeners dropped): nothing. Microshop's SQL keeps no session state (no SET, LISTEN, cursors outside a
+    transaction or session advisory locks: migrations take a transaction-scoped one), so asyncpg's default
+    reset query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), a round trip per transaction
+    and per pooled query, is left out (bench/README.md has what it cost)."""
+
+
 class PostgresDatabase(Database):
     """PostgreSQL through an asyncpg pool (no thread hops)."""
 
@@ -106,7 +114,9 @@ class PostgresDatabase(Database):
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresDatabase:
         try:
-            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=5)
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, timeout=5, reset=_no_session_state_to_reset
+            )
         except Exception as exc:
             raise _translate(exc) from exc
         return cls(pool)
