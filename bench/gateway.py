@@ -5,6 +5,8 @@ Two upstreams: a hello-world ASGI app on granian (the proxy's own cost dominates
 service's catalog list (20 items, 12 pages rotating). The gateway runs with its response cache off
 (GATEWAY_RESPONSE_CACHE_SECONDS=0) so every request crosses the hop, as through nginx (no proxy_cache), and with
 its in-memory rate limiter counting every request (a budget it never reaches).
+A third proxy shows the floor of Python here: bench/bare_proxy.py, a plain ASGI app on granian that only passes
+requests through the kit's HTTP client (none of the gateway's checks, metrics or logs).
 Targets: gateway >= 0.5 of direct on hello-world; >= 0.9 of direct on the catalog with <= 2 ms added at p50.
 Needs wrk and nginx (`apt-get install -y wrk nginx`).
 Run: .venv/bin/python bench/gateway.py [--seconds 10] [--concurrency 16] [--cases hello,catalog]
@@ -124,14 +126,26 @@ def gateway(products_url: str, root: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def bare_proxy(upstream: str) -> Iterator[str]:
+    port = free_port()
+    granian = str(Path(sys.executable).parent / "granian")
+    args = [granian, "--interface", "asgi", "--loop", "uvloop", "--port", str(port), "--log-level", "warning"]
+    args += ["--working-dir", str(HERE), "bare_proxy:app"]
+    with process(args, {"BARE_PROXY_UPSTREAM": upstream}, f"http://127.0.0.1:{port}/livez"):
+        yield f"http://127.0.0.1:{port}"
+
+
 def compare(direct: str, upstream_port: int, paths: list[str], root: Path, seconds: float, c: int) -> dict[str, Any]:
     result: dict[str, Any] = {"direct": wrk(direct, paths, seconds, c)}
     with gateway(direct, root) as url:
         result["gateway"] = wrk(url, paths, seconds, c)
     with nginx(upstream_port) as url:
         result["nginx"] = wrk(url, paths, seconds, c)
+    with bare_proxy(direct) as url:
+        result["bare_python_proxy"] = wrk(url, paths, seconds, c)
     base = result["direct"]
-    for name in ("gateway", "nginx"):
+    for name in ("gateway", "nginx", "bare_python_proxy"):
         result[f"{name}_to_direct"] = round(result[name]["req_per_s"] / base["req_per_s"], 2)
         result[f"{name}_added_p50_ms"] = round(result[name]["p50_ms"] - base["p50_ms"], 2)
     return result
