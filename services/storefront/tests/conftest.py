@@ -86,7 +86,7 @@ class FakeApis:
     the password is always ``PASSWORD``; an email starting ``admin@`` gets the admin role. Tokens are real EdDSA
     JWTs; ``expire_all()`` makes the API refuse every access token issued so far, as it would once they ran out.
     Orders answer ``order_outcome``; the admin's list pages through ``admin_orders`` (newest first) and answers
-    503 while ``orders_down``.
+    503 while ``orders_down``; the lookup of an order answers ``order_refusal`` when set.
     """
 
     issuer: JwtIssuer = field(default_factory=JwtIssuer)
@@ -104,6 +104,8 @@ class FakeApis:
     admin_orders: list[dict[str, Any]] = field(default_factory=list)
     admin_order_queries: list[dict[str, str]] = field(default_factory=list)
     orders_down: bool = False
+    #: A problem (status, detail) the order lookup by id answers instead of the order.
+    order_refusal: tuple[int, str] | None = None
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -268,6 +270,8 @@ class FakeApis:
     async def order(self, request: web.Request) -> web.Response:
         if self.user_of(request) is None:
             return self.unauthorized()
+        if self.order_refusal is not None:
+            return self.problem(self.order_refusal[0], "/problems/forbidden", self.order_refusal[1])
         found = self.orders.get(request.match_info["id"])
         if found is None:
             return self.problem(404, "/problems/not-found", "Order does not exist")

@@ -98,6 +98,17 @@ async def test_an_order_from_the_list_opens_with_its_ship_form(storefront: httpx
     assert "There is no order with that id." in missing.text and 'id="f-status"' in missing.text
 
 
+async def test_a_refused_lookup_says_so_instead_of_no_such_order(storefront: httpx.AsyncClient, apis: Any) -> None:
+    apis.order_refusal = (403, "This needs the admin role.")
+    await signed_in(storefront, ADMIN)
+
+    page = await storefront.get("/admin/orders", params={"id": "0b7f7c1e-4a8e-4d36-9d1a-3f1f2c9b5a10"})
+
+    assert page.status_code == 403
+    assert "This needs the admin role." in page.text
+    assert "There is no order with that id." not in page.text
+
+
 async def test_orders_down_shows_the_unavailable_page_not_a_500(storefront: httpx.AsyncClient, apis: Any) -> None:
     apis.orders_down = True
     await signed_in(storefront, ADMIN)

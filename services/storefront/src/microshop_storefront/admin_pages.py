@@ -77,7 +77,8 @@ async def admin_orders(
     except SourceUnavailable:
         return shop.unavailable(request, "The orders service")
     except ApiError as exc:
-        return shop.error(request, exc.status, "The orders cannot be listed", exc.detail)
+        heading = "The order cannot be shown" if order_id else "The orders cannot be listed"
+        return shop.error(request, exc.status, heading, exc.detail)
     return shop.render(
         request,
         "admin/orders.html",
@@ -93,11 +94,14 @@ async def admin_orders(
 
 
 async def _find(shop: Shop, visitor: Visitor, order_id: str) -> Order | None:
-    """The order with this id; None when there is none (the API answers an unknown or malformed id 404 or 422)."""
+    """The order with this id; None when there is none (the API answers an unknown or malformed id 404 or 422).
+    Any other refusal (a 403 for an account no longer admin, say) is raised: it is not "no such order"."""
     try:
         return await shop.as_customer(visitor, lambda token: shop.orders.order(token, order_id))
-    except ApiError:
-        return None
+    except ApiError as exc:
+        if exc.status in (404, 422):
+            return None
+        raise
 
 
 @router.post("/orders/{order_id}/ship", response_class=HTMLResponse)
