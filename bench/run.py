@@ -10,6 +10,7 @@ HERE = Path(__file__).parent
 
 SCRIPTS = (
     "db_read.py",
+    "pg_tx.py",
     "auth.py",
     "startup.py",
     "catalog.py",
