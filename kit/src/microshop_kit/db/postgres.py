@@ -100,7 +100,7 @@ async def _no_session_state_to_reset(_conn: asyncpg.Connection) -> None:
     back, listeners dropped): nothing. Microshop's SQL keeps no session state (no SET, LISTEN, cursors outside a
     transaction or session advisory locks: migrations take a transaction-scoped one), so asyncpg's default
     reset query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), a round trip per transaction
-    and per pooled query, is left out (bench/README.md has what it cost)."""
+    and per pooled query, is left out (`bench/pg_tx.py` measures what that saves)."""
 
 
 class PostgresDatabase(Database):
