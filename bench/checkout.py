@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -106,7 +107,7 @@ async def load(
         window_start = time.time()
         started = time.perf_counter()
         deadline = started + seconds
-        scheduled = iter(range(1_000_000_000))
+        scheduled = itertools.count()
 
         async def worker(auth: dict[str, str], method: str, index: int) -> None:
             n = index

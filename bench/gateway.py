@@ -126,13 +126,18 @@ def gateway(products_url: str, root: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+def granian(target: str, port: int) -> list[str]:
+    """The command serving an ASGI app of this folder (``module:app``) on granian, one worker, uvloop."""
+    server = str(Path(sys.executable).parent / "granian")
+    options = ["--interface", "asgi", "--loop", "uvloop", "--port", str(port), "--log-level", "warning"]
+    return [server, *options, "--working-dir", str(HERE), target]
+
+
 @contextlib.contextmanager
 def bare_proxy(upstream: str) -> Iterator[str]:
     port = free_port()
-    granian = str(Path(sys.executable).parent / "granian")
-    args = [granian, "--interface", "asgi", "--loop", "uvloop", "--port", str(port), "--log-level", "warning"]
-    args += ["--working-dir", str(HERE), "bare_proxy:app"]
-    with process(args, {"BARE_PROXY_UPSTREAM": upstream}, f"http://127.0.0.1:{port}/livez"):
+    env = {"BARE_PROXY_UPSTREAM": upstream}
+    with process(granian("bare_proxy:app", port), env, f"http://127.0.0.1:{port}/livez"):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -177,10 +182,7 @@ def main() -> None:
 
 def hello_world(root: Path, seconds: float, concurrency: int) -> dict[str, Any]:
     port = free_port()
-    granian = str(Path(sys.executable).parent / "granian")
-    hello = [granian, "--interface", "asgi", "--loop", "uvloop", "--port", str(port)]
-    hello += ["--log-level", "warning", "--working-dir", str(HERE), "hello_upstream:app"]
-    with process(hello, live=f"http://127.0.0.1:{port}/livez"):
+    with process(granian("hello_upstream:app", port), live=f"http://127.0.0.1:{port}/livez"):
         return compare(f"http://127.0.0.1:{port}", port, HELLO, root, seconds, concurrency)
 
 
