@@ -10,6 +10,7 @@ import email.policy
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,10 +111,33 @@ def _claimed(kind: str) -> Claimed:
     )  # fmt: skip
 
 
+def _parsed(built: bytes) -> EmailMessage:
+    """The message as a mail client reads it; the parser found nothing wrong with it."""
+    parsed = email.message_from_bytes(built, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.defects == [] and all(part.defects == [] for part in parsed.walk())
+    return parsed
+
+
+def test_bodies_come_out_of_the_encoding_as_they_went_in(tools: Tools) -> None:
+    text = "Grüße, Zoë\n\n.a line starting with a dot\ntrailing space \nx=_y =3D " + "long " * 40 + "\r\nend\rof it\n"
+    html = "<p>Café — " + "très " * 50 + "</p>\n"
+    built = build_message(dataclasses.replace(_claimed("transactional"), text=text, html=html), tools.settings(25))
+    parsed = _parsed(built)
+
+    plain, rich = (parsed.get_body(preferencelist=(kind,)) for kind in ("plain", "html"))
+    assert plain is not None and rich is not None
+    assert plain.get_content().replace("\r\n", "\n") == text.replace("\r\n", "\n").replace("\r", "\n")
+    assert rich.get_content().replace("\r\n", "\n") == html
+    assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert built.isascii() and max(len(line) for line in built.split(b"\r\n")) <= 78
+    assert b"\n" not in built.replace(b"\r\n", b"") and b"\r" not in built.replace(b"\r\n", b"")
+
+
 def test_only_marketing_mail_carries_list_unsubscribe(tools: Tools) -> None:
     settings = tools.settings(25)
-    marketing = build_message(_claimed(MARKETING), settings)
-    transactional = build_message(_claimed("transactional"), settings)
+    marketing = _parsed(build_message(_claimed(MARKETING), settings))
+    transactional = _parsed(build_message(_claimed("transactional"), settings))
 
     assert marketing["List-Unsubscribe"] == (
         "<mailto:unsubscribe@microshop.local?subject=unsubscribe>, "
@@ -312,10 +336,11 @@ async def test_admins_see_dead_events_and_the_retry_handles_them(
 def test_non_ascii_headers_are_encoded_and_a_line_break_is_refused(tools: Tools) -> None:
     settings = tools.settings(25, mail_from="Café Shop <shop@microshop.local>")
     built = build_message(dataclasses.replace(_claimed("transactional"), subject="Reçu n°1 für Zoë"), settings)
-    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    parsed = _parsed(built)
 
     assert parsed["Subject"] == "Reçu n°1 für Zoë"
     assert parsed["From"].addresses[0].display_name == "Café Shop"
-    assert built.as_bytes().isascii()
+    assert parsed["From"].addresses[0].addr_spec == "shop@microshop.local"
+    assert built.isascii()
     with pytest.raises(ValueError, match="line break"):
         build_message(dataclasses.replace(_claimed("transactional"), recipient="a@x.org\r\nBcc: v@x.org"), settings)
