@@ -1,4 +1,4 @@
-"""The gateway's /readyz reports every upstream; /livez answers regardless."""
+"""The gateway's /readyz reports every upstream (unready only when it reaches none); /livez answers regardless."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ async def test_ready_when_every_upstream_is_ready(gateway: httpx.AsyncClient) ->
     response = await gateway.get("/readyz")
 
     assert response.status_code == 200
+    assert response.json()["status"] == "ready"
     checks = response.json()["checks"]
     assert {k: checks[k] for k in ("users", "products", "orders", "payments", "notifications", "storefront")} == {
         name: "ok" for name in ("users", "products", "orders", "payments", "notifications", "storefront")
     }
 
 
-async def test_not_ready_naming_the_upstream_that_is_not(
+async def test_a_service_down_is_named_and_the_gateway_stays_ready_for_the_others(
     make_gateway: GatewayFactory, upstreams: Upstreams, dead_url: str
 ) -> None:
     upstreams["payments"].ready_status = 503
@@ -29,11 +30,24 @@ async def test_not_ready_naming_the_upstream_that_is_not(
         ready = await gateway.get("/readyz")
         live = await gateway.get("/livez")
 
-    assert ready.status_code == 503
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
     checks = ready.json()["checks"]
     assert checks["payments"].startswith("unavailable") and "answered 503" in checks["payments"]
     assert checks["notifications"].startswith("unavailable") and "unreachable" in checks["notifications"]
     assert checks["orders"] == "ok"
+    assert live.status_code == 200
+
+
+async def test_not_ready_when_no_upstream_can_be_reached(make_gateway: GatewayFactory, dead_url: str) -> None:
+    names = ("users", "products", "orders", "payments", "notifications", "storefront")
+    async with make_gateway(**{f"{name}_url": dead_url for name in names}) as gateway:
+        ready = await gateway.get("/readyz")
+        live = await gateway.get("/livez")
+
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert all(ready.json()["checks"][name].startswith("unavailable") for name in names)
     assert live.status_code == 200
 
 
@@ -44,6 +58,7 @@ async def test_one_ready_instance_of_two_is_degraded_but_ready(
         response = await gateway.get("/readyz")
 
     assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
     assert response.json()["checks"]["products"] == "degraded: 1/2 instances ready"
 
 

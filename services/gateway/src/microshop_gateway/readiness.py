@@ -83,8 +83,14 @@ class Readiness:
         return "ok"
 
     def report(self) -> tuple[bool, dict[str, Any]]:
-        """Whether every upstream has a ready instance, and the /readyz body: a ``checks`` line per service
-        (as every service's /readyz has) and per upstream its circuit and each instance's last probe."""
+        """Whether the gateway is ready, and the /readyz body: a ``checks`` line per service (as every
+        service's /readyz has) and per upstream its circuit and each instance's last probe.
+
+        One service down does not make the gateway unready: it still serves every other route, and answers that
+        service's routes with a fast 503 problem, which is its job. A readiness probe on the gateway would
+        otherwise take the shop's only door out of service for one service's outage, and stall a rollout of the
+        gateway until that service is back. Only a gateway that reaches no upstream at all (a network policy
+        or address wrong for this pod) is unready: ``degraded`` says some are down, ``unavailable`` all."""
         checks = {name: self.service_state(name) for name in self.upstreams}
         upstreams: dict[str, Any] = {}
         for name, upstream in self.upstreams.items():
@@ -104,5 +110,6 @@ class Readiness:
                 "circuit": upstream.breaker.state,
                 "instances": instances,
             }
-        ready = not any(state.startswith("unavailable") for state in checks.values())
-        return ready, {"status": "ready" if ready else "unavailable", "checks": checks, "upstreams": upstreams}
+        ready = not checks or any(not state.startswith("unavailable") for state in checks.values())
+        status = "unavailable" if not ready else "ready" if all(s == "ok" for s in checks.values()) else "degraded"
+        return ready, {"status": status, "checks": checks, "upstreams": upstreams}
