@@ -217,3 +217,33 @@ def test_migrations_keep_the_status_constraint(tmp_path: Path) -> None:
             )
     assert "'AWAITING_PAYMENT'" in ddl and "'SHIPPED'" in ddl
     assert [fk[2] for fk in fks] == ["orders"]
+
+
+def test_an_orders_idempotency_key_is_found_by_the_order_not_by_walking_the_customers_keys(tmp_path: Path) -> None:
+    """Storing the answer a key replays (in the confirming transaction) must not cost more for a customer with
+    many orders: the migrated schema finds the key through its order id."""
+
+    async def migrate() -> None:
+        from microshop_kit.db import connect
+        from microshop_orders.app import MIGRATIONS
+
+        db = await connect(f"sqlite:///{tmp_path / 'orders.db'}")
+        await db.migrate("orders", MIGRATIONS)
+        await db.close()
+
+    asyncio.run(migrate())
+    with sqlite3.connect(tmp_path / "orders.db") as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN UPDATE idempotency_keys SET state = 'done' "
+            "WHERE user_id = 'u' AND order_id = 'o' AND state = 'in_flight'"
+        ).fetchall()
+        conn.execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, state, created_at) "
+            "VALUES ('u', 'k1', 'h', 'o', 'done', 'now')"
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, state, created_at) "
+                "VALUES ('u', 'k2', 'h', 'o', 'done', 'now')"
+            )
+    assert "USING INDEX idempotency_keys_by_order (order_id=?)" in plan[0][3]

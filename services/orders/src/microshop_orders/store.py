@@ -139,7 +139,7 @@ class OrderStore:
     @staticmethod
     async def finish_idempotency(tx: Tx, user_id: str, order_id: str, status_code: int, body: dict[str, Any]) -> None:
         """Store the answer the key replays, unless one is stored already (the first answer stays)."""
-        # user_id first: the key's primary key (user_id, key) finds the user's few keys without a scan.
+        # Found by its order (index idempotency_keys_by_order, one row); user_id only guards.
         await tx.execute(
             "UPDATE idempotency_keys SET state = 'done', status_code = :s, response_body = :b "
             "WHERE user_id = :u AND order_id = :o AND state = 'in_flight'",
