@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,26 @@ async def test_same_key_replays_and_different_body_is_refused(shop: Harness) -> 
     assert shop.fake.calls.count("charge") == 1
     listed = (await shop.client.get("/api/v1/orders", headers=shop.auth)).json()
     assert listed["total"] == 1
+
+
+async def test_finished_keys_are_forgotten_after_their_ttl_and_in_flight_ones_kept(shop: Harness) -> None:
+    await shop.cart(("MUG-1", 1))
+    key = str(uuid.uuid4())
+    first = await shop.order(key=key)
+    store = shop.app.state.orders.orders
+    with sqlite3.connect(shop.db_path) as conn:
+        conn.execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, state, created_at) "
+            "VALUES ('someone', 'k', 'h', 'o-in-flight', 'in_flight', '2000-01-01T00:00:00+00:00')"
+        )
+
+    assert await store.prune_keys(datetime.now(UTC) - timedelta(hours=24)) == 0
+    assert (await shop.order(key=key)).json() == first.json()
+    assert await store.prune_keys(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    with sqlite3.connect(shop.db_path) as conn:
+        left = conn.execute("SELECT key, state FROM idempotency_keys").fetchall()
+    assert left == [("k", "in_flight")]
+    assert (await shop.client.get(f"/api/v1/orders/{first.json()['id']}", headers=shop.auth)).status_code == 200
 
 
 async def test_changed_price_is_shown_not_charged(shop: Harness) -> None:

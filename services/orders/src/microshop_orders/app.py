@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -10,14 +12,29 @@ from microshop_kit.app import Kit, ServiceSpec, create_service_app
 from microshop_kit.breaker import CircuitBreaker
 from microshop_kit.bus import Handler
 from microshop_kit.http import ServiceClient
+from microshop_kit.log import get_logger
 from microshop_orders.api import router
 from microshop_orders.events import PaymentEvents
 from microshop_orders.handlers import Orders
 from microshop_orders.saga import Saga, SagaTimings, Upstreams, recovery_loop
 from microshop_orders.settings import OrdersSettings
-from microshop_orders.store import CartStore, OrderStore
+from microshop_orders.store import CartStore, OrderStore, now
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = get_logger("microshop.orders")
+
+
+async def prune_loop(store: OrderStore, ttl: timedelta, interval: float) -> None:
+    """Forget finished Idempotency-Keys older than ``ttl``, for the life of the service (the table would
+    otherwise keep every key every customer ever sent)."""
+    while True:
+        try:
+            removed = await store.prune_keys(now() - ttl)
+            if removed:
+                log.info("idempotency keys pruned", count=removed)
+        except Exception:  # the outermost upkeep loop: a database outage must not end it
+            log.exception("pruning idempotency keys failed; retrying later")
+        await asyncio.sleep(interval)
 
 
 def create_app(settings: OrdersSettings | None = None) -> FastAPI:
@@ -79,6 +96,10 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         saga.on_final = orders.settle
         app.state.orders = orders
         kit.background(recovery_loop(saga, store, settings.recovery_interval_seconds), "saga-recovery")
+        kit.background(
+            prune_loop(store, timedelta(hours=settings.idempotency_ttl_hours), settings.prune_interval_seconds),
+            "idempotency-prune",
+        )
 
     async def stop(kit: Kit) -> None:
         orders: Orders = app.state.orders

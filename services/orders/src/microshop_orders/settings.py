@@ -37,5 +37,10 @@ class OrdersSettings(ServiceSettings):
     #: Tests only: a saga point (``after:charge``, ``before:confirm`` ...) where every saga stops for good, so
     #: a test can kill the process exactly there. Never set outside the crash tests.
     fault_hold_at: str | None = None
+    #: A finished Idempotency-Key replays its order's answer at least this long (Stripe and the IETF draft:
+    #: >= 24 h); after that it is forgotten, and the same key would place a new order.
+    idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    #: How often finished keys past their TTL are pruned.
+    prune_interval_seconds: float = Field(default=3600.0, gt=0)
     max_cart_lines: int = Field(default=50, ge=1)
     max_quantity: int = Field(default=99, ge=1)

@@ -146,6 +146,13 @@ class OrderStore:
             {"s": status_code, "b": json.dumps(body), "u": user_id, "o": order_id},
         )
 
+    async def prune_keys(self, created_before: datetime) -> int:
+        """Forget finished keys created before ``created_before`` (their orders stay); in-flight ones stay."""
+        return await self.db.execute(
+            "DELETE FROM idempotency_keys WHERE state = 'done' AND created_at < :before",
+            {"before": iso(created_before)},
+        )
+
     # ---------------------------------------------------------------------------------------------- orders
 
     async def get(self, order_id: str, tx: Tx | None = None) -> Row | None:
