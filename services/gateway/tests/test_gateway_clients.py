@@ -44,6 +44,23 @@ async def test_a_preflight_from_a_listed_origin_is_answered_by_the_gateway(
     assert answer.headers["access-control-max-age"] == "600"
     assert "Origin" in answer.headers["vary"]
     assert "access-control-allow-credentials" not in answer.headers
+    assert answer.headers.get_list("access-control-allow-origin") == [SHOP]  # marked once, by the preflight
+    assert answer.headers["x-request-id"]  # passed through the kit's middleware: logged and counted
+    assert upstreams["orders"].calls == []
+
+
+async def test_the_answers_the_gateway_gives_itself_are_marked_for_a_listed_origin_too(
+    make_gateway: GatewayFactory, upstreams: Upstreams
+) -> None:
+    async with make_gateway(cors_origins=SHOP, max_body_bytes=1024) as gateway:
+        too_large = await gateway.post(
+            "/api/v1/orders", content=b"x" * 2048, headers={"Origin": SHOP, "Content-Type": "application/json"}
+        )
+
+    assert too_large.status_code == 413
+    assert too_large.json()["type"] == "/problems/body-too-large"
+    assert too_large.headers["access-control-allow-origin"] == SHOP  # so the browser lets the page read it
+    assert "Origin" in too_large.headers.get_list("vary")
     assert upstreams["orders"].calls == []
 
 

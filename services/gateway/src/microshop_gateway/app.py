@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from microshop_gateway.api import ClientLimits, Gateway, ProxyMiddleware
-from microshop_gateway.cors import CorsMiddleware
+from microshop_gateway.cors import CorsMiddleware, CorsPolicy, CorsPreflightMiddleware
 from microshop_gateway.domain import Balancer, RetryBudget, RouteTable
 from microshop_gateway.limits import MemoryStore, RateLimiter, RedisStore, Store
 from microshop_gateway.metrics import GatewayMetrics
@@ -122,11 +122,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # cache, in front of the router, which serves only the gateway's own paths.
     app.user_middleware.append(Middleware(ProxyMiddleware))
     if settings.cors_origins:
-        # Inside the kit's middleware (preflights are logged and counted) and outside the response cache (a
-        # kept answer is marked for each request's own origin).
-        kit_at = next(i for i, m in enumerate(app.user_middleware) if getattr(m, "cls", None) is KitMiddleware)
-        cors = Middleware(
-            CorsMiddleware,
+        policy = CorsPolicy(
             origins=settings.cors_origins,
             methods=settings.cors_allow_methods,
             headers=settings.cors_allow_headers,
@@ -134,6 +130,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             credentials=settings.cors_allow_credentials,
             max_age=settings.cors_max_age,
         )
-        app.user_middleware.insert(kit_at + 1, cors)
+        # Preflights are answered inside the kit's middleware (logged and counted) and outside the response
+        # cache; every other answer is marked outside it, so the kit's own 413 and 500 problems are marked too
+        # (and a kept answer is marked for each request's own origin).
+        kit_at = next(i for i, m in enumerate(app.user_middleware) if getattr(m, "cls", None) is KitMiddleware)
+        app.user_middleware.insert(kit_at + 1, Middleware(CorsPreflightMiddleware, policy=policy))
+        app.user_middleware.insert(kit_at, Middleware(CorsMiddleware, policy=policy))
     app.add_middleware(SecurityHeadersMiddleware)
     return app
