@@ -54,9 +54,9 @@ def build_message(message: Claimed, settings: NotificationsSettings) -> bytes:
     lines = [_header(key, value) for key, value in headers.items()]
     lines += ["MIME-Version: 1.0", f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"', ""]
     out = "\r\n".join(lines).encode("ascii")
-    for subtype, text in (("plain", message.text), ("html", message.html)):
-        if text is not None:
-            out += _part(boundary, subtype, text)
+    out += _part(boundary, "plain", message.text)
+    if message.html:
+        out += _part(boundary, "html", message.html)
     return out + f"\r\n--{boundary}--\r\n".encode("ascii")
 
 
