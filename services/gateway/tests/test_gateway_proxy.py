@@ -41,6 +41,20 @@ async def test_method_query_and_body_are_forwarded(gateway: httpx.AsyncClient, i
     assert echoed["headers"]["content-length"] == str(len(body))
 
 
+async def test_a_body_is_forwarded_whatever_the_method_and_framing(gateway: httpx.AsyncClient) -> None:
+    async def chunks() -> Any:
+        yield b'{"q": '
+        yield b'"chunked"}'
+
+    with_body = await gateway.request("GET", "/api/v1/products", content=b"odd but allowed")
+    without = await gateway.get("/api/v1/products")
+    chunked = await gateway.post("/api/v1/users", content=chunks())
+
+    assert with_body.json()["body"] == "odd but allowed"
+    assert (without.json()["body"], without.json()["headers"].get("content-length", "0")) == ("", "0")
+    assert chunked.json()["body"] == '{"q": "chunked"}'
+
+
 async def test_encoded_path_is_forwarded_unchanged(gateway: httpx.AsyncClient) -> None:
     response = await gateway.get("/api/v1/products/a%20b%2Fc")
 

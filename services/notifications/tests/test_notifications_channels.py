@@ -134,6 +134,13 @@ def test_bodies_come_out_of_the_encoding_as_they_went_in(tools: Tools) -> None:
     assert b"\n" not in built.replace(b"\r\n", b"") and b"\r" not in built.replace(b"\r\n", b"")
 
 
+@pytest.mark.parametrize("html", [None, ""])
+def test_a_message_without_html_has_only_its_text_part(tools: Tools, html: str | None) -> None:
+    parsed = _parsed(build_message(dataclasses.replace(_claimed("transactional"), html=html), tools.settings(25)))
+
+    assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain"]
+
+
 def test_only_marketing_mail_carries_list_unsubscribe(tools: Tools) -> None:
     settings = tools.settings(25)
     marketing = _parsed(build_message(_claimed(MARKETING), settings))
