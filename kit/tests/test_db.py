@@ -158,6 +158,22 @@ async def test_a_unique_violation_raises_the_kits_integrity_error(db: Database) 
     assert await skus(db) == ["a"]
 
 
+async def test_a_single_write_returns_its_rows_commits_and_refuses_a_violation(db: Database) -> None:
+    await add_item(db, "a", stock=5)
+
+    row = await db.write_row("UPDATE items SET stock = stock - 2 WHERE sku = :sku RETURNING sku, stock", {"sku": "a"})
+    none = await db.write_row("UPDATE items SET stock = 0 WHERE sku = 'missing' RETURNING sku")
+    rows = await db.write("INSERT INTO items (sku, name, stock) VALUES ('b', 'B', 1), ('c', 'C', 1) RETURNING sku")
+    with pytest.raises(IntegrityError):
+        await db.write("INSERT INTO items (sku, name, stock) VALUES ('d', 'D', 1), ('a', 'A', 1) RETURNING sku")
+
+    assert dict(row or {}) == {"sku": "a", "stock": 3}
+    assert none is None
+    assert sorted(r["sku"] for r in rows) == ["b", "c"]
+    assert await skus(db) == ["a", "b", "c"]  # committed, and the refused statement left nothing ('d')
+    assert await db.fetchval("SELECT stock FROM items WHERE sku = 'a'") == 3
+
+
 async def test_the_database_is_usable_right_after_an_integrity_error(db: Database) -> None:
     await add_item(db, "a")
     with pytest.raises(IntegrityError):

@@ -95,18 +95,16 @@ class Relay:
             return
         names = {f"s{i}": seq for i, seq in enumerate(seqs)}
         placeholders = ", ".join(f":{name}" for name in names)
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                f"UPDATE outbox SET sent_at = :now WHERE sent_at IS NULL AND seq IN ({placeholders})",
-                {"now": _now(), **names},
-            )
+        await self.db.execute(
+            f"UPDATE outbox SET sent_at = :now WHERE sent_at IS NULL AND seq IN ({placeholders})",
+            {"now": _now(), **names},
+        )
 
     async def _record_failure(self, row: Row, exc: BusError) -> None:
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE seq = :seq",
-                {"error": str(exc)[:1000], "seq": row["seq"]},
-            )
+        await self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE seq = :seq",
+            {"error": str(exc)[:1000], "seq": row["seq"]},
+        )
 
     async def run(self) -> None:
         """The relay loop, for the life of the bus."""

@@ -72,9 +72,22 @@ class Database(abc.ABC):
         return None if row is None else next(iter(row.values()))
 
     async def execute(self, sql: str, params: Params = None) -> int:
+        """One statement that writes, atomic on its own; returns the number of rows it changed."""
         async with self.transaction() as tx:
             count: int = await tx.execute(sql, params)
             return count
+
+    async def write(self, sql: str, params: Params = None) -> list[Row]:
+        """One statement that writes, atomic on its own, and the rows it returns (``RETURNING``). On SQLite it
+        runs in a write transaction of its own (the one write connection, its lock); on PostgreSQL it is sent
+        alone, which saves the BEGIN and COMMIT round trips of a transaction."""
+        async with self.transaction() as tx:
+            rows: list[Row] = await tx.fetch(sql, params)
+            return rows
+
+    async def write_row(self, sql: str, params: Params = None) -> Row | None:
+        rows = await self.write(sql, params)
+        return rows[0] if rows else None
 
     @abc.abstractmethod
     async def ping(self) -> None:

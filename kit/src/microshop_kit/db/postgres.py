@@ -148,6 +148,20 @@ class PostgresDatabase(Database):
             raise _translate(exc) from exc
         return rows
 
+    async def execute(self, sql: str, params: Params = None) -> int:
+        """One statement in autocommit: it is its own transaction, without BEGIN and COMMIT round trips."""
+        compiled = _compile(sql)
+        try:
+            status: str = await self._pool.execute(compiled.sql, *_args(compiled, params), timeout=10)
+        except Exception as exc:
+            raise _translate(exc) from exc
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def write(self, sql: str, params: Params = None) -> list[Row]:
+        """One statement in autocommit (see ``execute``), and the rows it returns."""
+        return await self.fetch(sql, params)
+
     async def ping(self) -> None:
         try:
             await self._pool.fetchval("SELECT 1", timeout=2)

@@ -225,15 +225,18 @@ class OrderStore:
         """Persist the step reached (and what it learnt) before the saga takes the next one; a ``status`` among
         the fields is also written to the timeline with ``note``. Returns the order as written."""
         sets = ", ".join(f"{name} = :{name}" for name in fields)
+        update = (
+            f"UPDATE orders SET saga_step = :step, attempts = 0, updated_at = :at{', ' + sets if sets else ''} "
+            f"WHERE id = :id RETURNING {_ORDER_COLUMNS}{_MORE_COLUMNS}"
+        )
+        values = {"step": step.value, "at": iso(now()), "id": order_id, **fields}
+        if "status" not in fields:
+            # One statement (the usual step): on PostgreSQL one round trip instead of BEGIN, UPDATE, COMMIT.
+            return await self.db.write_row(update, values)
         tx: Tx
         async with self.db.transaction() as tx:
-            order = await tx.fetchrow(
-                f"UPDATE orders SET saga_step = :step, attempts = 0, updated_at = :at{', ' + sets if sets else ''} "
-                f"WHERE id = :id RETURNING {_ORDER_COLUMNS}{_MORE_COLUMNS}",
-                {"step": step.value, "at": iso(now()), "id": order_id, **fields},
-            )
-            if "status" in fields:
-                await self.add_timeline(tx, order_id, fields["status"], note)
+            order = await tx.fetchrow(update, values)
+            await self.add_timeline(tx, order_id, fields["status"], note)
         return order
 
     async def await_payment_action(
