@@ -194,19 +194,25 @@ async def test_checkout_fails_fast_while_the_payments_circuit_is_open(
         assert (await shop.client.get("/api/v1/cart", headers=shop.auth)).status_code == 200
 
 
-def test_migrations_keep_the_status_constraint(tmp_path: Path) -> None:
-    """The rebuilt orders table still refuses an unknown status (checked on a migrated SQLite file)."""
+def _migrated(folder: Path) -> Path:
+    """A SQLite file with every orders migration applied."""
 
     async def migrate() -> None:
         from microshop_kit.db import connect
         from microshop_orders.app import MIGRATIONS
 
-        db = await connect(f"sqlite:///{tmp_path / 'orders.db'}")
+        db = await connect(f"sqlite:///{folder / 'orders.db'}")
         await db.migrate("orders", MIGRATIONS)
         await db.close()
 
     asyncio.run(migrate())
-    with sqlite3.connect(tmp_path / "orders.db") as conn:
+    return folder / "orders.db"
+
+
+def test_migrations_keep_the_status_constraint(tmp_path: Path) -> None:
+    """The rebuilt orders table still refuses an unknown status (checked on a migrated SQLite file)."""
+
+    with sqlite3.connect(_migrated(tmp_path)) as conn:
         ddl = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'orders'").fetchone()[0]
         fks = conn.execute("PRAGMA foreign_key_list(order_timeline)").fetchall()
         with pytest.raises(sqlite3.IntegrityError):
@@ -223,16 +229,7 @@ def test_an_orders_idempotency_key_is_found_by_the_order_not_by_walking_the_cust
     """Storing the answer a key replays (in the confirming transaction) must not cost more for a customer with
     many orders: the migrated schema finds the key through its order id."""
 
-    async def migrate() -> None:
-        from microshop_kit.db import connect
-        from microshop_orders.app import MIGRATIONS
-
-        db = await connect(f"sqlite:///{tmp_path / 'orders.db'}")
-        await db.migrate("orders", MIGRATIONS)
-        await db.close()
-
-    asyncio.run(migrate())
-    with sqlite3.connect(tmp_path / "orders.db") as conn:
+    with sqlite3.connect(_migrated(tmp_path)) as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN UPDATE idempotency_keys SET state = 'done' "
             "WHERE user_id = 'u' AND order_id = 'o' AND state = 'in_flight'"
