@@ -3,6 +3,7 @@ health, metrics, problem+json errors, the body limit, request ids, JSON logs and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict
 
-from microshop_kit.app import AdminDep, Kit, KitDep, PrincipalDep, ServiceSpec, create_service_app
+from microshop_kit.app import AdminDep, Kit, KitDep, PrincipalDep, ServiceSpec, create_service_app, every
 from microshop_kit.errors import DatabaseUnavailable, ProblemError
 from microshop_kit.settings import ServiceSettings
 from microshop_kit.testing import JwtIssuer, jwks_server, running_app
@@ -439,3 +440,22 @@ def test_a_plain_def_route_or_dependency_is_refused_at_build(tmp_path: Path, whe
     settings = ServiceSettings(service_name="demo", data_dir=tmp_path, broker_url=None)
     with pytest.raises(TypeError, match=r"/sync: .*sync_(endpoint|dependency) is a plain def"):
         create_service_app(settings, ServiceSpec(title="demo", routers=[router]))
+
+
+async def test_every_runs_its_step_again_after_a_failing_round() -> None:
+    rounds: list[int] = []
+    third = asyncio.Event()
+
+    async def step() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 3:
+            third.set()
+        if len(rounds) == 1:
+            raise RuntimeError("the database is down")
+
+    task = asyncio.create_task(every(0.01, step, "test-step"))
+    async with asyncio.timeout(5):
+        await third.wait()
+    task.cancel()
+
+    assert rounds == [0, 1, 2]

@@ -41,6 +41,17 @@ Hook = Callable[["Kit"], Awaitable[None]]
 log = get_logger("microshop.http")
 
 
+async def every(seconds: float, step: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``step`` now and then every ``seconds``, for as long as the task lives (``Kit.background``). A round
+    that fails is logged and the next one runs: a database outage must not end a service's upkeep."""
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception("background step failed; retrying later", step=what)
+        await asyncio.sleep(seconds)
+
+
 @dataclass
 class Kit:
     """What a running service owns: settings, database, bus, HTTP pool, token verifier, background tasks."""

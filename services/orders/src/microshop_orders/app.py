@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from microshop_kit.app import Kit, ServiceSpec, create_service_app
+from microshop_kit.app import Kit, ServiceSpec, create_service_app, every
 from microshop_kit.breaker import CircuitBreaker
 from microshop_kit.bus import Handler
 from microshop_kit.http import ServiceClient
@@ -24,17 +23,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = get_logger("microshop.orders")
 
 
-async def prune_loop(store: OrderStore, ttl: timedelta, interval: float) -> None:
-    """Forget finished Idempotency-Keys older than ``ttl``, for the life of the service (the table would
-    otherwise keep every key every customer ever sent)."""
-    while True:
-        try:
-            removed = await store.prune_keys(now() - ttl)
-            if removed:
-                log.info("idempotency keys pruned", count=removed)
-        except Exception:  # the outermost upkeep loop: a database outage must not end it
-            log.exception("pruning idempotency keys failed; retrying later")
-        await asyncio.sleep(interval)
+async def prune_keys(store: OrderStore, ttl: timedelta) -> None:
+    """Forget finished Idempotency-Keys older than ``ttl`` (the table would otherwise keep every key every
+    customer ever sent)."""
+    removed = await store.prune_keys(now() - ttl)
+    if removed:
+        log.info("idempotency keys pruned", count=removed)
 
 
 def create_app(settings: OrdersSettings | None = None) -> FastAPI:
@@ -96,8 +90,9 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         saga.on_final = orders.settle
         app.state.orders = orders
         kit.background(recovery_loop(saga, store, settings.recovery_interval_seconds), "saga-recovery")
+        ttl = timedelta(hours=settings.idempotency_ttl_hours)
         kit.background(
-            prune_loop(store, timedelta(hours=settings.idempotency_ttl_hours), settings.prune_interval_seconds),
+            every(settings.prune_interval_seconds, lambda: prune_keys(store, ttl), "idempotency-prune"),
             "idempotency-prune",
         )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from microshop_kit.app import Kit, ServiceSpec, create_service_app
+from microshop_kit.app import Kit, ServiceSpec, create_service_app, every
 from microshop_payments import api, upkeep
 from microshop_payments.handlers import PaymentsService
 from microshop_payments.provider import SimulatedProvider
@@ -25,7 +25,10 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             raise RuntimeError("payments publishes events: it needs the kit's bus (outbox)")
         service = PaymentsService(kit.database, SimulatedProvider(), kit.bus.outbox, settings)
         app.state.payments = service
-        kit.background(upkeep.prune_loop(service), "idempotency-prune")
+        kit.background(
+            every(service.settings.prune_interval_seconds, lambda: upkeep.prune(service), "idempotency-prune"),
+            "idempotency-prune",
+        )
         kit.background(upkeep.expiry_loop(service), "action-expiry")
 
     app = create_service_app(

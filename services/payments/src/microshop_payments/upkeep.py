@@ -26,14 +26,9 @@ async def expiry_loop(service: PaymentsService) -> None:
         await asyncio.sleep(service.settings.expiry_interval_seconds)
 
 
-async def prune_loop(service: PaymentsService) -> None:
+async def prune(service: PaymentsService) -> None:
     """Delete finished idempotency records past their TTL (the payment row keeps answering after)."""
     ttl = timedelta(hours=service.settings.idempotency_ttl_hours)
-    while True:
-        try:
-            removed = await service.store.prune_keys((datetime.now(UTC) - ttl).isoformat())
-            if removed:
-                log.info("idempotency records pruned", count=removed)
-        except Exception:  # the outermost upkeep loop: a database outage must not end it
-            log.exception("pruning idempotency records failed; retrying later")
-        await asyncio.sleep(service.settings.prune_interval_seconds)
+    removed = await service.store.prune_keys((datetime.now(UTC) - ttl).isoformat())
+    if removed:
+        log.info("idempotency records pruned", count=removed)
