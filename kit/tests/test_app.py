@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Header
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict
 
@@ -459,3 +459,39 @@ async def test_every_runs_its_step_again_after_a_failing_round() -> None:
     task.cancel()
 
     assert rounds == [0, 1, 2]
+
+
+async def test_a_routers_routes_are_served_as_declared_from_the_apps_own_list(tmp_path: Path) -> None:
+    async def needs_key(x_key: Annotated[str | None, Header()] = None) -> None:
+        if x_key != "k":
+            raise ProblemError(403, "Forbidden", "This needs the key.")
+
+    internal = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(needs_key)])
+
+    @internal.get("/things/{thing_id}")
+    async def thing(thing_id: str) -> dict[str, str]:
+        return {"id": thing_id}
+
+    inner = APIRouter()
+
+    @inner.get("/nested")
+    async def nested() -> dict[str, bool]:
+        return {"nested": True}
+
+    outer = APIRouter(prefix="/outer")
+    outer.include_router(inner)  # a router with routers of its own is included the usual way
+    settings = ServiceSettings(service_name="demo", data_dir=tmp_path, broker_url=None)
+    app = create_service_app(settings, ServiceSpec(title="demo", routers=[internal, outer], uses_bus=False))
+
+    # Matched one route at a time from the app's list, not through FastAPI's per-request include context.
+    assert thing in [getattr(route, "endpoint", None) for route in app.routes]
+    async with running_app(app) as client:
+        assert (await client.get("/internal/v1/things/a", headers={"x-key": "k"})).json() == {"id": "a"}
+        refused = await client.get("/internal/v1/things/a")  # the router's dependency still applies
+        assert (refused.status_code, refused.headers["content-type"]) == (403, PROBLEM_JSON)
+        wrong_method = await client.post("/internal/v1/things/a", headers={"x-key": "k"})
+        assert (wrong_method.status_code, wrong_method.headers["content-type"]) == (405, PROBLEM_JSON)
+        assert (await client.get("/outer/nested")).json() == {"nested": True}
+        document = (await client.get("/openapi.json")).json()
+    assert document["paths"]["/internal/v1/things/{thing_id}"]["get"]["tags"] == ["internal"]
+    assert "/outer/nested" in document["paths"]

@@ -35,7 +35,9 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
         settings,
         ServiceSpec(
             title="microshop payments",
-            routers=[api.router, api.internal],
+            # Routes are matched in order: the internal ones (a checkout's calls) first; no path of theirs overlaps
+            # a public one (/internal/v1 against /api/v1).
+            routers=[api.internal, api.router],
             migrations=MIGRATIONS,
             startup=[start],
         ),

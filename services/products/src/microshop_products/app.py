@@ -36,7 +36,9 @@ def create_app(settings: ProductsSettings | None = None) -> FastAPI:
         settings,
         ServiceSpec(
             title="microshop products",
-            routers=[router, admin, internal],
+            # Routes are matched in order: the internal ones (a checkout's calls) first; no path of theirs overlaps
+            # a public one (/internal/v1 against /api/v1).
+            routers=[internal, router, admin],
             migrations=MIGRATIONS,
             startup=[start],
             cached_prefixes=("/api/v1/products", "/api/v1/categories"),

@@ -46,7 +46,9 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         settings,
         ServiceSpec(
             title="microshop users",
-            routers=[api.router, api.admin, api.internal],
+            # Routes are matched in order: the internal ones (a checkout's calls) first; no path of theirs overlaps
+            # a public one (/internal/v1 against /api/v1).
+            routers=[api.internal, api.router, api.admin],
             migrations=MIGRATIONS,
             startup=[start],
         ),
