@@ -319,6 +319,32 @@ async def test_jetstream_drops_a_republished_event_by_its_id(nats_url: str, tmp_
         await shop.close()
 
 
+async def test_a_batch_is_stored_in_order_and_counted_only_as_far_as_the_stream_acknowledged(
+    nats_url: str, tmp_path: Path
+) -> None:
+    shop = Platform(nats_url, "sqlite", tmp_path, None)
+    broker = await shop.raw_broker()
+    try:
+        assert isinstance(broker, NatsBroker)
+        envelopes = [Envelope.wrap(confirmed(f"o-{i}"), source="orders") for i in range(50)]
+        batch = [(e.type, e.model_dump_json().encode(), e.id) for e in envelopes]
+
+        assert await broker.publish_in_order(batch[:30]) == (30, None)
+        assert await broker.publish_in_order(batch) == (50, None)  # the first 30 again: dropped by their ids
+        js = broker.jetstream()
+        stored = [(await js.get_msg(broker.stream, seq)).headers or {} for seq in range(1, 51)]
+        assert [headers.get("Nats-Msg-Id") for headers in stored] == [e.id for e in envelopes]
+
+        await broker.delete_stream()  # the server lost the stream: nothing counted, and it is made again
+        count, failure = await broker.publish_in_order(batch[:5])
+        assert count == 0 and failure is not None and "missing" in str(failure)
+        assert await broker.publish_in_order(batch[:5]) == (5, None)
+        assert await broker.stream_messages() == 5
+    finally:
+        await broker.close()
+        await shop.close()
+
+
 async def test_the_stream_gets_the_configured_copies_and_is_never_left_with_fewer(nats_url: str) -> None:
     namespace = f"t{uuid.uuid4().hex[:12]}"
     single = NatsBroker(nats_url, namespace, replicas=1)

@@ -9,7 +9,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 
-from microshop_kit.errors import ConfigError
+from microshop_kit.errors import BusError, ConfigError
 
 logger = logging.getLogger("microshop.bus")
 
@@ -49,6 +49,8 @@ class Delivery(abc.ABC):
 
 
 DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+#: An event to publish: its type, its body, and the id the broker drops a second copy by.
+Outgoing = tuple[str, bytes, str]
 BatchSource = Callable[[], Awaitable[Sequence[Delivery]]]
 
 
@@ -70,6 +72,18 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, event_type: str, body: bytes, *, dedup_id: str) -> None:
         """Publish and wait for the broker to confirm it has the message; BusError when it does not."""
+
+    async def publish_in_order(self, messages: Sequence[Outgoing]) -> tuple[int, BusError | None]:
+        """Publish ``messages`` in order; returns how many, counted from the first, the broker confirmed, and the
+        error of the first it did not (None when it confirmed them all). Only that first part may be marked
+        sent. This one waits for each confirmation before sending the next; an adapter may send them all first
+        and then wait (one round trip for the lot)."""
+        for index, (event_type, body, dedup_id) in enumerate(messages):
+            try:
+                await self.publish(event_type, body, dedup_id=dedup_id)
+            except BusError as exc:
+                return index, exc
+        return len(messages), None
 
     @abc.abstractmethod
     async def consume(self, consumer: str, event_types: Sequence[str], handle: DeliveryHandler) -> None:

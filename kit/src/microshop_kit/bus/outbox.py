@@ -2,8 +2,9 @@
 
 ``Outbox.add`` writes the envelope in the caller's transaction and wakes the relay once it commits, so an event
 normally leaves within milliseconds; the relay also polls, as a fallback for rows written by another instance
-or left by a crash. Rows are published in ``seq`` order and marked sent by id, never by range: on PostgreSQL a
-row with a lower seq can commit after a higher one, and a range would mark it sent unpublished.
+or left by a crash. Rows are published in ``seq`` order (a batch at a time, ``Broker.publish_in_order``) and
+marked sent by id, never by range: on PostgreSQL a row with a lower seq can commit after a higher one, and a
+range would mark it sent unpublished.
 """
 
 from __future__ import annotations
@@ -72,23 +73,21 @@ class Relay:
     async def publish_pending(self) -> int:
         """One pass: publish up to ``batch`` unsent rows; returns how many were published.
 
-        Stops at the first row the broker refuses (so later rows never overtake it) and raises BusError.
+        Only the rows before the first one the broker refuses are marked sent; then raises BusError. (With
+        NATS the whole batch is sent before the acknowledgements are read: a later row the server did store is
+        sent again and dropped as a duplicate, and the refused row lands after it.)
         """
         rows = await self.db.fetch(
             "SELECT seq, id, type, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT :limit",
             {"limit": self.batch},
         )
-        sent: list[int] = []
-        try:
-            for row in rows:
-                await self.broker.publish(row["type"], row["payload"].encode(), dedup_id=row["id"])
-                sent.append(row["seq"])
-        except BusError as exc:
-            await self._mark_sent(sent)
-            await self._record_failure(rows[len(sent)], exc)
-            raise
-        await self._mark_sent(sent)
-        return len(sent)
+        messages = [(row["type"], row["payload"].encode(), row["id"]) for row in rows]
+        count, failure = await self.broker.publish_in_order(messages)
+        await self._mark_sent([row["seq"] for row in rows[:count]])
+        if failure is not None:
+            await self._record_failure(rows[count], failure)
+            raise failure
+        return count
 
     async def _mark_sent(self, seqs: list[int]) -> None:
         if not seqs:
