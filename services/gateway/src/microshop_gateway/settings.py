@@ -119,6 +119,9 @@ class GatewaySettings(ServiceSettings):
 
     service_name: str = "gateway"
     port: int = 8000
+    #: The door from outside keeps granian: it times out a slowly sent request head and refuses oversized ones
+    #: (docs/gateway.md); the services behind the gateway run on uvicorn (the kit's default, cheaper per request).
+    http_server: Literal["uvicorn", "granian"] = "granian"
     #: Upstream base URLs; a comma-separated list means several instances, used round-robin.
     users_url: str = "http://127.0.0.1:8101"
     products_url: str = "http://127.0.0.1:8102"
