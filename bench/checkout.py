@@ -13,19 +13,26 @@ aiohttp); it shares the 2 CPUs with the services, so the figures are a floor (it
 reported too). The load average at the start is reported beside them.
 With ``--rate R`` checkouts start on a fixed schedule of R per second instead of back to back (issue 6 measures
 confirmation emails while checkouts run at 100 orders/s); the run reports whether the platform kept up.
+The baseline, in the same run (back to back only): the same load against bench/bare_checkout.py, the five
+processes a checkout crosses with the same calls between them and nothing else (plain ASGI, plain sqlite3, no
+events or email): the floor of this architecture on this machine. Each database's figures are also given as
+ratios against it (``against_the_floor``).
 Run: .venv/bin/python bench/checkout.py [--seconds 10] [--concurrency 16] [--no-postgres] [--no-sqlite] [--rate 100]
-     [--broker amqp://guest:guest@127.0.0.1:5672/]
+     [--broker amqp://guest:guest@127.0.0.1:5672/] [--no-floor]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import re
 import statistics
+import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -33,10 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from gateway import process
 from loadgen import seeded_platform, stock_up
 
 from microshop_kit.wire import InstancePool
 from microshop_launcher import Platform
+from microshop_launcher.processes import free_port
 
 SKUS = ["COF-003", "COF-001", "TEA-006", "KIT-001"]
 ADDRESS = {"name": "Bench", "line1": "1 Road", "city": "Town", "postal_code": "1", "country": "GB"}
@@ -246,6 +255,26 @@ def run(dialect: str, seconds: float, concurrency: int, rate: float | None, brok
         return result
 
 
+def floor(seconds: float, concurrency: int) -> dict[str, Any]:
+    """The same load against bench/bare_checkout.py: the five processes a checkout crosses, the same calls
+    between them, plain sqlite3 and nothing else. The shop's figures are read against it."""
+    script = str(Path(__file__).with_name("bare_checkout.py"))
+    roles = ("users", "products", "payments", "orders", "gateway")
+    ports = {role: free_port() for role in roles}
+    urls = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
+    env = {f"BARE_{role.upper()}_URL": url for role, url in urls.items()}
+    with tempfile.TemporaryDirectory() as root, contextlib.ExitStack() as stack:
+        pids = {}
+        for role in roles:
+            own = {**env, "BARE_ROLE": role, "BARE_DB": str(Path(root) / f"{role}.db")}
+            server = "granian" if role == "gateway" else "uvicorn"  # as the shop runs them
+            command = [sys.executable, script, "--port", str(ports[role]), "--server", server]
+            pids[role] = stack.enter_context(process(command, own, f"{urls[role]}/livez")).pid
+        result = asyncio.run(load(urls["gateway"], seconds, concurrency, pids, others={"load_generator": os.getpid()}))
+    result.pop("window_start")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -256,6 +285,9 @@ def main() -> None:
         "--rate", type=float, help="start this many checkouts per second on a schedule instead of back to back"
     )
     parser.add_argument("--broker", help="a running broker's URL (nats://..., amqp://...) instead of an embedded NATS")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the bare five-process checkout (bench/bare_checkout.py)"
+    )
     args = parser.parse_args()
     report: dict[str, Any] = {
         "concurrency": args.concurrency,
@@ -267,6 +299,16 @@ def main() -> None:
     dialects = [name for name, off in (("sqlite", args.no_sqlite), ("postgresql", args.no_postgres)) if not off]
     for dialect in dialects:
         report[dialect] = run(dialect, args.seconds, args.concurrency, args.rate, args.broker)
+    if not args.no_floor and args.rate is None:
+        report["floor"] = bare = floor(args.seconds, args.concurrency)
+        for dialect in dialects:
+            shop = report[dialect]
+            report[dialect]["against_the_floor"] = {
+                "orders_per_s": round(shop["orders_per_s"] / bare["orders_per_s"], 2),
+                "cpu_ms_per_checkout": round(
+                    shop["cpu_ms_per_checkout"]["total"] / bare["cpu_ms_per_checkout"]["total"], 2
+                ),
+            }
     print(json.dumps(report, indent=2))
 
 

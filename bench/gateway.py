@@ -82,13 +82,15 @@ def wait_live(url: str, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str] | None = None, live: str | None = None) -> Iterator[None]:
+def process(
+    args: list[str], env: dict[str, str] | None = None, live: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     quiet = subprocess.DEVNULL
     proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=quiet, stderr=quiet)
     try:
         if live:
             wait_live(live)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
