@@ -14,10 +14,12 @@ role's SQLite file) and the URLs of the services the role calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from microshop_kit.wire import InstancePool
@@ -57,18 +59,22 @@ class Store:
         row: tuple[Any, ...] | None = self.conn.execute(sql, params).fetchone()
         return row
 
-    def write(self, *statements: tuple[str, tuple[Any, ...]]) -> int:
-        """Run the statements in one transaction; the last one's row count."""
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed when the block ends, rolled back when it raises."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            count = 0
-            for sql, params in statements:
-                count = self.conn.execute(sql, params).rowcount
+            yield self.conn
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        return count
+
+    def write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Run the statements in one transaction."""
+        with self.transaction() as conn:
+            for sql, params in statements:
+                conn.execute(sql, params)
 
 
 class Answer(Exception):
@@ -122,14 +128,15 @@ class Products:
             return (200, {"price": row[0]}) if row else (404, {"detail": "no such product"})
         if method == "POST" and path == "/internal/reservations":
             order, sku, quantity = body["order_id"], body["sku"], body["quantity"]
-            done = self.db.write(
-                (
+            with self.db.transaction() as conn:
+                held = conn.execute(
                     "UPDATE stock SET on_hand = on_hand - ?, reserved = reserved + ? WHERE sku = ? AND on_hand >= ?",
                     (quantity, quantity, sku, quantity),
-                ),
-                ("INSERT OR IGNORE INTO reservations VALUES (?, ?, ?, 'held')", (order, sku, quantity)),
-            )
-            return (201, {"order_id": order}) if done else (409, {"detail": "out of stock"})
+                ).rowcount
+                if not held:
+                    raise Answer(409, {"detail": "out of stock"})  # rolls the transaction back
+                conn.execute("INSERT INTO reservations VALUES (?, ?, ?, 'held')", (order, sku, quantity))
+            return 201, {"order_id": order}
         if method == "POST" and path.startswith("/internal/reservations/"):
             order = path.split("/")[3]
             row = self.db.one("SELECT sku, quantity FROM reservations WHERE order_id = ?", order)

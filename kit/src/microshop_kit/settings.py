@@ -19,10 +19,10 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1, le=64)
-    #: The HTTP server. ``uvicorn`` (httptools, all in the event loop's thread) costs 25-30% less CPU per request
-    #: than granian here (bench/checkout.py's floor), so the services behind the gateway run on it. ``granian``
-    #: (I/O in Rust threads) enforces a header read timeout and header limits: the gateway, the door from outside,
-    #: keeps it (docs/gateway.md).
+    #: The HTTP server. ``uvicorn`` (httptools, all in the event loop's thread): the checkout's bare processes took
+    #: 25-30% less CPU on it than on granian here (docs/architecture.md), so the services behind the gateway run
+    #: on it. ``granian`` (I/O in Rust threads) enforces a header read timeout and header limits: the gateway, the
+    #: door from outside, keeps it (docs/gateway.md).
     http_server: Literal["uvicorn", "granian"] = "uvicorn"
     instance_id: str = "0"
     #: Where the service keeps its state (SQLite file, keys); the local run points every service at ./var/.

@@ -199,16 +199,18 @@ class NatsBroker(Broker):
                     )
             except _NATS_ERRORS as exc:
                 failure = BusError(f"NATS publish of {messages[len(pending)][0]} failed: {exc!r}")
-                return await self._acknowledged(pending, len(pending), failure)
-            return await self._acknowledged(pending, len(pending), None)
+                return await self._acknowledged(pending, failure)
+            return await self._acknowledged(pending, None)
         finally:
             for future in pending:
                 future.cancel()  # no-op once settled; frees the client's slot of any still unanswered
 
     async def _acknowledged(
-        self, pending: list[asyncio.Future[Any]], sent: int, failure: BusError | None
+        self, pending: list[asyncio.Future[Any]], failure: BusError | None
     ) -> tuple[int, BusError | None]:
-        """How many of ``pending``, from the first, the stream acknowledged within the request timeout."""
+        """How many of ``pending``, from the first, the stream acknowledged within the request timeout, and the
+        error that stopped the count (``failure`` when every one sent was acknowledged: what stopped the
+        sending, if anything)."""
         try:
             async with asyncio.timeout(self.request_timeout):
                 for index, future in enumerate(pending):
@@ -224,7 +226,7 @@ class NatsBroker(Broker):
         except TimeoutError:
             done = next((i for i, future in enumerate(pending) if not future.done()), len(pending))
             return done, BusError(f"NATS publish not acknowledged within {self.request_timeout} s")
-        return sent, failure
+        return len(pending), failure
 
     # --------------------------------------------------------------------------------------------- consume
 
