@@ -1,10 +1,10 @@
 """The floor of a checkout on this architecture, for bench/checkout.py: the same five processes a checkout crosses
 (a gateway, orders, users, products, payments) as plain ASGI apps on the shop's servers (granian for the gateway,
-uvicorn for the others) with plain ``sqlite3`` on the loop,
-and the same calls between services per checkout (a price lookup for the cart, then for the order: the price again,
-validate the user, reserve, charge, commit), with none of the shop's
-other work: no framework, validation, tokens, idempotency keys, saga leases or timeline, outbox, events, email,
-metrics or logs. Whatever the shop costs above it is its own; what this costs is this machine's price for the hops.
+uvicorn for the others) with plain ``sqlite3`` on the loop, and the same calls between services per checkout (a
+price lookup for the cart; for the order the price again, the user, reserve, charge, commit), with none of the
+shop's other work: no framework, validation, tokens, idempotency keys, saga leases or timeline, outbox, events,
+email, metrics or logs. Whatever the shop costs above it is its own; what this costs is this machine's price for
+the hops.
 
 It answers the few paths bench/checkout.py's customers use (sign up, sign in, add a card, put the cart, place the
 order), so the very same load runs against both. One module, five roles (``BARE_ROLE``); run by
