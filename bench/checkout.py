@@ -303,7 +303,7 @@ def main() -> None:
         report["floor"] = bare = floor(args.seconds, args.concurrency)
         for dialect in dialects:
             shop = report[dialect]
-            report[dialect]["against_the_floor"] = {
+            shop["against_the_floor"] = {
                 "orders_per_s": round(shop["orders_per_s"] / bare["orders_per_s"], 2),
                 "cpu_ms_per_checkout": round(
                     shop["cpu_ms_per_checkout"]["total"] / bare["cpu_ms_per_checkout"]["total"], 2
