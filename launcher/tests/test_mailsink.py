@@ -17,14 +17,8 @@ import aiosmtplib
 import httpx
 import pytest
 
+from microshop_kit.ports import free_port
 from microshop_launcher.mailsink import Sink, open_sink, run_sink
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _email(to: str, subject: str, *, event_id: str = "evt-1") -> EmailMessage:
@@ -136,7 +130,7 @@ async def test_login_is_accepted_so_a_sender_with_credentials_works(sink: Sink) 
 
 
 async def test_run_sink_serves_until_cancelled(tmp_path: Path) -> None:
-    smtp_port, http_port = _free_port(), _free_port()
+    smtp_port, http_port = free_port(), free_port()
     task = asyncio.create_task(run_sink(smtp_port, http_port, tmp_path / "mail"))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
@@ -157,7 +151,7 @@ async def test_run_sink_serves_until_cancelled(tmp_path: Path) -> None:
 
 
 def test_module_runs_as_a_command_and_stops_on_sigterm(tmp_path: Path) -> None:
-    smtp_port, http_port = _free_port(), _free_port()
+    smtp_port, http_port = free_port(), free_port()
     command = [
         sys.executable,
         "-m",

@@ -15,6 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from microshop_kit.ports import free_port
+
+__all__ = ["LineSink", "Process", "free_port", "port_in_use", "ready"]
+
 LineSink = Callable[[str, str], None]
 
 
@@ -31,13 +35,6 @@ def _die_with_parent() -> None:
 def port_in_use(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def ready(url: str, timeout: float = 1.0) -> bool:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import email
 import email.policy
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +22,7 @@ from fastapi import FastAPI
 from microshop_contracts import Envelope, Event, OrderConfirmed, OrderLine
 from microshop_kit.app import Kit
 from microshop_kit.bus import Delivery, InboxConsumer
+from microshop_kit.ports import free_port
 from microshop_kit.testing import JwtIssuer, jwks_server, postgres_database, running_app
 from microshop_notifications import NotificationsSettings, create_app
 
@@ -81,13 +81,6 @@ async def smtp_server(inbox: SmtpInbox, port: int = 0) -> AsyncIterator[int]:
     finally:
         server.close()
         await server.wait_closed()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 5.0) -> Any:
