@@ -11,6 +11,7 @@ HERE = Path(__file__).parent
 SCRIPTS = (
     "db_read.py",
     "pg_tx.py",
+    "internal_route.py",
     "auth.py",
     "startup.py",
     "catalog.py",

@@ -1,0 +1,190 @@
+"""What FastAPI's per-request work costs on an internal call: products' internal routes served by the real app,
+against the same work served by a plain ASGI route mounted in the same app, same process, same database.
+
+Both go through every middleware the service has (the kit's request id, trace, metrics and access log, the
+response cache, FastAPI's outer layers) and the router; the plain route skips FastAPI's request wrapping,
+dependency solving and response-model handling and does the same work by hand: parse the SKUs or validate the
+JSON body with the same pydantic model, call the same handler, serialize the same response model.
+Reported: CPU per request of each (alternating rounds, median) and the ratio. The shop's checkout makes about
+nine such requests to FastAPI routes inside the services (bench/checkout.py).
+Run: .venv/bin/python bench/internal_route.py [--requests 3000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from microshop_kit.testing import running_app
+from microshop_products import ProductsSettings, create_app
+from microshop_products.api import InternalProductOut, InternalProductsOut, LineOut, ReservationIn, ReservationOut
+from microshop_products.domain import Line
+from microshop_products.seed import seed_catalog
+
+SKU = "COF-003"
+_JSON = [(b"content-type", b"application/json")]
+
+
+def plain_routes(app: FastAPI) -> list[Route]:
+    """The two internal calls of the checkout, as plain ASGI apps doing the same work as the real routes."""
+
+    async def answer(send: Send, status: int, body: bytes) -> None:
+        headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def products(scope: Scope, receive: Receive, send: Send) -> None:
+        skus = [value for key, value in parse_qsl(scope["query_string"].decode()) if key == "sku"]
+        rows = await app.state.catalog.by_skus(skus)
+        out = InternalProductsOut(items=[InternalProductOut.model_validate(dict(row)) for row in rows])
+        await answer(send, 200, out.model_dump_json().encode())
+
+    async def reserve(scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        wanted = ReservationIn.model_validate_json(body)
+        done = await app.state.inventory.reserve(wanted.order_id, [Line(x.sku, x.quantity) for x in wanted.lines])
+        out = ReservationOut(
+            order_id=done.order_id,
+            status=done.status,
+            expires_at=done.expires_at,
+            lines=[LineOut(sku=line.sku, quantity=line.quantity) for line in done.lines],
+        )
+        await answer(send, 201, out.model_dump_json().encode())
+
+    return [
+        Route("/plain/v1/products", _Asgi(products), methods=["GET"]),
+        Route("/plain/v1/reservations", _Asgi(reserve), methods=["POST"]),
+    ]
+
+
+class _Asgi:
+    """Starlette serves a function as a request handler; an object with ``__call__`` as an ASGI app."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def call(app: FastAPI, method: str, path: str, query: bytes = b"", body: bytes = b"") -> int:
+    """One request straight into the ASGI app (no server, no socket): what the service's own code costs."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"products"), *_JSON, (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8002),
+        "state": {},
+    }
+    received = False
+    status = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        if received:
+            await asyncio.Event().wait()
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+def requests(app: FastAPI, prefix: str) -> dict[str, Callable[[], Awaitable[int]]]:
+    def reservation() -> Awaitable[int]:
+        body = {"order_id": str(uuid.uuid4()), "lines": [{"sku": SKU, "quantity": 1}]}
+        return call(app, "POST", f"{prefix}/reservations", body=json.dumps(body).encode())
+
+    return {
+        "product lookup (GET, query)": lambda: call(app, "GET", f"{prefix}/products", query=f"sku={SKU}".encode()),
+        "reservation (POST, JSON body)": reservation,
+    }
+
+
+async def cpu_per_request(send: Callable[[], Awaitable[int]], count: int) -> float:
+    started = time.process_time()
+    for _ in range(count):
+        status = await send()
+        assert status in (200, 201), status
+    return (time.process_time() - started) / count * 1e6
+
+
+async def measure(count: int, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        settings = ProductsSettings(data_dir=Path(folder), broker_url=None)
+        app = create_app(settings)
+        app.router.routes[:0] = plain_routes(app)
+        async with running_app(app):
+            db = app.state.kit.database
+            await seed_catalog(db)
+            await db.execute(
+                "UPDATE stock SET on_hand = on_hand + :n, received = received + :n WHERE sku = :sku",
+                {"n": 10 * count * rounds, "sku": SKU},
+            )
+            fastapi, plain = requests(app, "/internal/v1"), requests(app, "/plain/v1")
+            results: dict[str, Any] = {}
+            for name in fastapi:
+                await cpu_per_request(fastapi[name], 200)  # warm both
+                await cpu_per_request(plain[name], 200)
+                full, bare = [], []
+                for _ in range(rounds):
+                    full.append(await cpu_per_request(fastapi[name], count))
+                    bare.append(await cpu_per_request(plain[name], count))
+                full_us, bare_us = statistics.median(full), statistics.median(bare)
+                results[name] = {
+                    "fastapi_route_us": round(full_us),
+                    "plain_route_us": round(bare_us),
+                    "fastapi_adds_us": round(full_us - bare_us),
+                    "ratio": round(full_us / bare_us, 2),
+                }
+            return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    # The access log of every request goes to stderr; a terminal or a pipe there would be measured too.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        results = asyncio.run(measure(args.requests, args.rounds))
+    json.dump(results, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
