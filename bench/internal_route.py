@@ -5,8 +5,8 @@ Both go through every middleware the service has (the kit's request id, trace, m
 response cache, FastAPI's outer layers) and the router; the plain route skips FastAPI's request wrapping,
 dependency solving and response-model handling and does the same work by hand: parse the SKUs or validate the
 JSON body with the same pydantic model, call the same handler, serialize the same response model.
-Reported: CPU per request of each (alternating rounds, median) and the ratio. The shop's checkout makes about
-nine such requests to FastAPI routes inside the services (bench/checkout.py).
+Reported: CPU per request of each (alternating rounds, median) and the ratio. The shop's checkout makes eight
+such requests to FastAPI routes inside the services (bench/checkout.py).
 Run: .venv/bin/python bench/internal_route.py [--requests 3000] [--rounds 3]
 """
 
