@@ -43,9 +43,9 @@ import aiohttp
 from gateway import process
 from loadgen import seeded_platform, stock_up
 
+from microshop_kit.ports import free_port
 from microshop_kit.wire import InstancePool
 from microshop_launcher import Platform
-from microshop_launcher.processes import free_port
 
 SKUS = ["COF-003", "COF-001", "TEA-006", "KIT-001"]
 ADDRESS = {"name": "Bench", "line1": "1 Road", "city": "Town", "postal_code": "1", "country": "GB"}

@@ -30,8 +30,8 @@ from typing import Any
 
 from loadgen import wrk
 
+from microshop_kit.ports import free_port
 from microshop_launcher import Platform, PlatformConfig
-from microshop_launcher.processes import free_port
 
 HERE = Path(__file__).parent
 LISTINGS = [

@@ -24,10 +24,10 @@ from microshop_contracts import Envelope as EventEnvelope
 from microshop_contracts import Event
 from microshop_kit import db as dbmod
 from microshop_kit.bus import EventBus
+from microshop_kit.ports import free_port
 from microshop_kit.settings import ServiceSettings
 from microshop_kit.testing import require_server
 from microshop_launcher import Platform, PlatformConfig
-from microshop_launcher.processes import free_port
 
 from .conftest import NATS_URL, RABBITMQ_URL, Shop
 

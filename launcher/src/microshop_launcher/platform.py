@@ -19,7 +19,8 @@ from pathlib import Path
 
 from microshop_kit.db import Database
 from microshop_kit.db import connect as connect_database
-from microshop_launcher.processes import LineSink, Process, free_port, port_in_use, ready
+from microshop_kit.ports import free_port
+from microshop_launcher.processes import LineSink, Process, port_in_use, ready
 
 #: Start order matters only for readiness: users first (it serves the JWKS everyone fetches).
 SERVICES = ("users", "products", "payments", "orders", "notifications", "storefront", "gateway")

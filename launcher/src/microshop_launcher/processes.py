@@ -17,10 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from microshop_kit.ports import free_port
-
-__all__ = ["LineSink", "Process", "free_port", "port_in_use", "ready"]
-
 LineSink = Callable[[str, str], None]
 
 #: How often a process's output is collected, and the pipe size asked for in between (Linux).
