@@ -10,7 +10,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,11 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from jwt.algorithms import OKPAlgorithm
+from starlette.types import Receive, Scope, Send
+
+from microshop_kit.lean import LeanRoute
 
 
 class JwtIssuer:
@@ -96,6 +100,55 @@ async def running_app(app: FastAPI, base_url: str = "http://testserver") -> Asyn
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
+
+
+@contextlib.contextmanager
+def served_by_fastapi() -> Iterator[None]:
+    """Inside, lean routes (microshop_kit.lean) hand every request to FastAPI's own handling."""
+    LeanRoute.lean = False
+    try:
+        yield
+    finally:
+        LeanRoute.lean = True
+
+
+async def compare_with_fastapi(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    lean: bool = True,
+    ignored_headers: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send a request to a lean route twice, first to FastAPI's own handling of it, then as it is served; assert the
+    same status, headers (but the request id) and body byte for byte, and that the lean path answered it itself
+    (``lean=False``: that it handed it to FastAPI, as it does a request that does not validate). A write sent
+    twice must be one the route answers again unchanged (an idempotent replay; ``ignored_headers``: the headers that
+    tell a replay from a first answer). Returns the second answer."""
+    with served_by_fastapi():
+        by_fastapi = await client.request(method, url, **kwargs)
+    handed: list[str] = []
+    fastapi_handle = APIRoute.handle
+
+    async def recorded(route: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        handed.append(route.path)
+        await fastapi_handle(route, scope, receive, send)
+
+    APIRoute.handle = recorded  # type: ignore[method-assign, assignment]
+    try:
+        answer = await client.request(method, url, **kwargs)
+    finally:
+        APIRoute.handle = fastapi_handle  # type: ignore[method-assign]
+    request = f"{method} {url}"
+    assert (answer.status_code, answer.content) == (by_fastapi.status_code, by_fastapi.content), request
+
+    def headers(response: httpx.Response) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in response.headers.multi_items() if k not in ("x-request-id", *ignored_headers)]
+
+    assert headers(answer) == headers(by_fastapi), f"{request}: {headers(answer)} != {headers(by_fastapi)}"
+    assert bool(handed) is not lean, f"{request}: {'handed to FastAPI' if handed else 'served by the lean path'}"
+    return answer
 
 
 def require_server(host: str, port: int, what: str) -> None:

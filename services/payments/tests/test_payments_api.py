@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
+from typing import Any
 
 import pytest
 
 from microshop_kit.errors import IntegrityError
+from microshop_kit.testing import compare_with_fastapi
 from microshop_payments.testing import (
     AMEX,
     DECLINED,
@@ -524,6 +526,63 @@ async def test_malformed_bodies_are_4xx_problems(
 
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"] == PROBLEM
+
+
+async def test_internal_routes_answer_as_fastapi_does(shop: Shop) -> None:
+    """The internal routes are lean routes (microshop_kit.lean): each request answered byte for byte as FastAPI's
+    own handling of the route answers it; a write is sent twice, so each is one the route replays."""
+    method = await shop.add_card("u1")
+    declined = await shop.add_card("u1", number="4000000000000002")
+    body = {"order_id": "o1", "user_id": "u1", "amount": 1999, "currency": "EUR", "payment_method_id": method["id"]}
+    key = {"Idempotency-Key": "o1"}
+    checks: list[tuple[str, str, bool, dict[str, Any]]] = [
+        ("POST", "/internal/v1/payments", True, {"json": body, "headers": key}),
+        ("POST", "/internal/v1/payments", True, {"json": {**body, "amount": 5}, "headers": key}),  # key reused
+        (
+            "POST",
+            "/internal/v1/payments",
+            True,
+            {
+                "json": {**body, "order_id": "o2", "payment_method_id": declined["id"]},
+                "headers": {"Idempotency-Key": "o2"},
+            },
+        ),
+        ("POST", "/internal/v1/payments", False, {"json": body}),  # no Idempotency-Key
+        ("POST", "/internal/v1/payments", False, {"json": {**body, "amount": -1}, "headers": key}),
+        (
+            "POST",
+            "/internal/v1/payments",
+            False,
+            {"content": b"null", "headers": {**key, "content-type": "application/json"}},
+        ),
+        ("GET", "/internal/v1/payments/o1", True, {}),
+        ("GET", "/internal/v1/payments/nope", True, {}),
+        (
+            "POST",
+            "/internal/v1/payments/o1/refund",
+            True,
+            {"json": {"amount": 500}, "headers": {"Idempotency-Key": "r1"}},
+        ),
+        (
+            "POST",
+            "/internal/v1/payments/o1/refund",
+            False,
+            {"json": {"amount": "lots"}, "headers": {"Idempotency-Key": "r2"}},
+        ),
+        ("POST", "/internal/v1/payments/o1/cancel", True, {}),
+        (
+            "POST",
+            "/internal/v1/payments/o1/refund",
+            True,
+            {"json": {"amount": 1}, "headers": {"Idempotency-Key": "r3"}},
+        ),
+    ]
+    statuses = []
+    replayed = ("idempotent-replayed",)  # the second of two requests with one Idempotency-Key is a replay
+    for verb, url, lean, kwargs in checks:
+        answer = await compare_with_fastapi(shop.client, verb, url, lean=lean, ignored_headers=replayed, **kwargs)
+        statuses.append(answer.status_code)
+    assert statuses == [201, 422, 402, 422, 422, 422, 200, 404, 201, 422, 200, 409]
 
 
 @pytest.mark.parametrize("key", [None, "", "k" * 256, "has space", "tab\tkey"])

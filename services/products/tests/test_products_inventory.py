@@ -12,6 +12,7 @@ import pytest
 
 from microshop_kit.db import Database, Tx
 from microshop_kit.errors import IntegrityError
+from microshop_kit.testing import compare_with_fastapi
 from microshop_products.domain import Line
 from microshop_products.store import InventoryStore
 from microshop_products.testing import Service, ServiceFactory
@@ -392,3 +393,31 @@ async def test_bad_order_id_in_the_path_is_a_422(shop: Service) -> None:
     response = await shop.client.post(f"{RESERVE}/{'x' * 65}/commit")
     assert response.status_code == 422
     assert "order_id" in response.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------ the lean internal routes
+
+
+async def test_internal_routes_answer_as_fastapi_does(shop: Service) -> None:
+    """The internal routes are lean routes (microshop_kit.lean): each request answered byte for byte as FastAPI's
+    own handling of the route answers it; a write is sent twice, so each is one the route replays."""
+    order_id, other = order(), order()
+    checks: list[tuple[str, str, bool, dict[str, Any]]] = [
+        ("GET", "/internal/v1/products?sku=BEANS&sku=MUG&sku=NOPE", True, {}),
+        ("GET", "/internal/v1/products", False, {}),
+        ("GET", "/internal/v1/products?sku=no%20spaces", False, {}),
+        ("POST", RESERVE, True, {"json": reservation(order_id, BEANS=2, MUG=1)}),
+        ("POST", RESERVE, True, {"json": reservation(order_id, BEANS=3)}),  # other lines: refused
+        ("POST", RESERVE, True, {"json": reservation(other, MUG=9)}),  # out of stock
+        ("POST", RESERVE, False, {"json": reservation(other, MUG=0)}),
+        ("POST", RESERVE, False, {"json": {"order_id": other}}),
+        ("POST", f"{RESERVE}/{order_id}/commit", True, {}),
+        ("POST", f"{RESERVE}/{order_id}/release", True, {}),  # committed: refused
+        ("POST", f"{RESERVE}/{order_id}/return", True, {}),
+        ("POST", f"{RESERVE}/{other}/commit", True, {}),  # no such reservation
+        ("POST", f"{RESERVE}/not%20an%20id/commit", False, {}),
+    ]
+    statuses = []
+    for method, url, lean, kwargs in checks:
+        statuses.append((await compare_with_fastapi(shop.client, method, url, lean=lean, **kwargs)).status_code)
+    assert statuses == [200, 422, 422, 201, 422, 409, 422, 422, 200, 409, 200, 404, 422]

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from microshop_kit.app import PROBLEM_JSON, PrincipalDep
 from microshop_kit.errors import ProblemError, invalid, not_found
+from microshop_kit.lean import LeanRoute
 from microshop_payments.domain import (
     Card,
     CardRejected,
@@ -56,7 +57,7 @@ from microshop_payments.schemas import (
 from microshop_payments.store import StoredAnswer
 
 router = APIRouter(tags=["payments"])
-internal = APIRouter(tags=["internal"])
+internal = APIRouter(tags=["internal"], route_class=LeanRoute)
 
 
 async def get_payments(request: Request) -> PaymentsService:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from microshop_kit.db import Row
 from microshop_kit.errors import ProblemError, conflict, invalid, not_found
+from microshop_kit.lean import LeanRoute
 from microshop_kit.query import parse_query, query_parameters
 from microshop_products import domain
 from microshop_products.domain import Line, ProductQuery, ReservationStatus, Sort
@@ -262,7 +263,7 @@ async def availability(catalog: CatalogDep, sku: SkuList) -> AvailabilityOut:
 
 # --------------------------------------------------------------------------------------- internal routes
 
-internal = APIRouter(prefix="/internal/v1", tags=["internal"])
+internal = APIRouter(prefix="/internal/v1", tags=["internal"], route_class=LeanRoute)
 
 
 @internal.get("/products", response_model=InternalProductsOut)

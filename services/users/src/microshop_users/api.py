@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from microshop_kit.app import PROBLEM_JSON, AdminDep, PrincipalDep
 from microshop_kit.errors import ProblemError, conflict, invalid, not_found
+from microshop_kit.lean import LeanRoute
 from microshop_users.addresses import AddressBook
 from microshop_users.admin import Admin
 from microshop_users.domain import (
@@ -50,7 +51,7 @@ from microshop_users.tokens import JWKS_MAX_AGE
 
 router = APIRouter(tags=["users"])
 admin = APIRouter(prefix="/api/v1/admin", tags=["admin"])
-internal = APIRouter(prefix="/internal/v1", tags=["internal"])
+internal = APIRouter(prefix="/internal/v1", tags=["internal"], route_class=LeanRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749, section 5.1
