@@ -20,7 +20,7 @@ from microshop_kit.app import AdminDep, KitDep, ServiceSpec, create_service_app
 from microshop_kit.errors import ProblemError
 from microshop_kit.lean import LeanRoute
 from microshop_kit.settings import ServiceSettings
-from microshop_kit.testing import compare_with_fastapi, running_app, served_by_fastapi
+from microshop_kit.testing import JwtIssuer, compare_with_fastapi, jwks_server, running_app, served_by_fastapi
 
 ThingId = Annotated[str, PathParam(min_length=1, max_length=8, pattern=r"^[a-z0-9]+$")]
 
@@ -44,6 +44,16 @@ class ThingOut(BaseModel):
 
 class Wrong(BaseModel):
     count: int
+
+
+async def _counted(request: Request) -> int:
+    """Counts its calls in the request's state: FastAPI calls a dependency once per request."""
+    request.state.calls = getattr(request.state, "calls", 0) + 1
+    return int(request.state.calls)
+
+
+async def _counted_again(count: Annotated[int, Depends(_counted)]) -> int:
+    return count
 
 
 def things(route_class: type[APIRoute]) -> APIRouter:
@@ -81,6 +91,16 @@ def things(route_class: type[APIRoute]) -> APIRouter:
     async def wrong() -> Any:
         return {"count": "many"}
 
+    @router.get("/admin")
+    async def admin(principal: AdminDep) -> dict[str, str]:
+        return {"admin": principal.user_id}
+
+    @router.get("/calls")
+    async def calls(
+        count: Annotated[int, Depends(_counted)], twice: Annotated[int, Depends(_counted_again)]
+    ) -> dict[str, int]:
+        return {"count": count, "twice": twice}
+
     @router.get("/served-by")
     async def served_by(request: Request) -> dict[str, str]:
         """Which path served the request: FastAPI's own handling leaves its exit stacks in the scope."""
@@ -89,14 +109,17 @@ def things(route_class: type[APIRoute]) -> APIRouter:
     return router
 
 
-def make_app(tmp_path: Path, route_class: type[APIRoute] = LeanRoute) -> FastAPI:
-    settings = ServiceSettings(service_name="lean", data_dir=tmp_path, broker_url=None)
+def make_app(tmp_path: Path, route_class: type[APIRoute] = LeanRoute, jwks_url: str = "http://127.0.0.1:9/") -> FastAPI:
+    settings = ServiceSettings(service_name="lean", data_dir=tmp_path, broker_url=None, jwks_url=jwks_url)
     return create_service_app(settings, ServiceSpec(title="lean", routers=[things(route_class)], uses_bus=False))
+
+
+ISSUER = JwtIssuer()
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(make_app(tmp_path)) as running:
+    async with jwks_server(ISSUER) as jwks_url, running_app(make_app(tmp_path, jwks_url=jwks_url)) as running:
         yield running
 
 
@@ -135,6 +158,10 @@ SAME_ANSWERS: list[tuple[str, str, bool, dict[str, Any]]] = [  # method, URL, se
     ("GET", "/internal/v1/untyped", True, {}),
     ("GET", "/internal/v1/refused", True, {}),  # a problem the endpoint raises
     ("GET", "/internal/v1/wrong", True, {}),  # the response does not match its model
+    ("GET", "/internal/v1/admin", True, {"headers": ISSUER.headers("u1", roles=["admin"])}),
+    ("GET", "/internal/v1/admin", True, {"headers": ISSUER.headers("u2")}),  # not an admin: 403
+    ("GET", "/internal/v1/admin", True, {}),  # no token: 401
+    ("GET", "/internal/v1/calls", True, {}),
 ]
 
 
@@ -167,6 +194,10 @@ async def test_answers_are_the_routes_own(client: httpx.AsyncClient) -> None:
     raw = await client.post("/internal/v1/things/ab1/raw")
     assert (raw.status_code, raw.headers["x-raw"], raw.json()["path"]) == (202, "1", "/internal/v1/things/ab1/raw")
     assert (await client.get("/internal/v1/wrong")).status_code == 500
+    admin = await client.get("/internal/v1/admin", headers=ISSUER.headers("u1", roles=["admin"]))
+    assert admin.json() == {"admin": "u1"}
+    assert (await client.get("/internal/v1/admin", headers=ISSUER.headers("u2"))).status_code == 403
+    assert (await client.get("/internal/v1/calls")).json() == {"count": 1, "twice": 1}  # one call per request
 
 
 async def test_a_valid_request_takes_the_lean_path(client: httpx.AsyncClient) -> None:
@@ -228,8 +259,7 @@ def _sync_dependency(request: Request) -> str:
     return "x"
 
 
-async def _nested(value: Annotated[str, Depends(_plain_dependency)]) -> str:
-    return value
+async def _uncached(value: Annotated[str, Depends(_plain_dependency, use_cache=False)]) -> None: ...
 
 
 async def _with_query(q: str) -> str:
@@ -237,9 +267,7 @@ async def _with_query(q: str) -> str:
 
 
 async def sync_dep_route(value: Annotated[str, Depends(_sync_dependency)]) -> None: ...
-async def nested_dep_route(value: Annotated[str, Depends(_nested)]) -> None: ...
 async def query_dep_route(value: Annotated[str, Depends(_with_query)]) -> None: ...
-async def admin_route(principal: AdminDep) -> None: ...
 async def form_route(name: Annotated[str, Form()]) -> None: ...
 async def two_bodies_route(a: ThingIn, b: ThingIn) -> None: ...
 def sync_route() -> None: ...
@@ -247,7 +275,7 @@ def sync_route() -> None: ...
 
 @pytest.mark.parametrize(
     "route",
-    [sync_dep_route, nested_dep_route, query_dep_route, admin_route, form_route, two_bodies_route, sync_route],
+    [sync_dep_route, query_dep_route, _uncached, form_route, two_bodies_route, sync_route],
 )
 def test_a_route_it_cannot_serve_is_refused_when_declared(route: Any) -> None:
     with pytest.raises(TypeError, match="lean route"):

@@ -8,11 +8,12 @@ small, frequent, valid) that is a large part of the request: ``bench/internal_ro
 ``LeanRoute`` is an ``APIRoute`` (``APIRouter(route_class=LeanRoute)``): FastAPI builds its dependant, OpenAPI
 operation and fields exactly as for any route. How to read each parameter is worked out once, when the route is
 declared. On a request it validates the path, query and header parameters and the JSON body with the route's own
-fields, awaits the dependencies (each an ``async def`` of the ``Request`` alone), the endpoint, and writes the
-response model with its serializer, as FastAPI does. Everything else is handed to FastAPI's own handling of the
-route: a request that does not validate (so every 422 is FastAPI's own answer), a method the route does not serve,
-a route included through a router of its own (``include_router``) or with dependency overrides (tests). A route it
-cannot serve this way is refused when it is declared.
+fields, awaits the dependencies (each an ``async def`` of the ``Request`` or of other such dependencies, called
+once per request), the endpoint, and writes the response model with its serializer, as FastAPI does. Everything
+else is handed to FastAPI's own handling of the route: a request that does not validate (so every 422 is
+FastAPI's own answer), a method the route does not serve, a route included through a router of its own
+(``include_router``) or with dependency overrides (tests). A route it cannot serve this way is refused when it is
+declared.
 """
 
 from __future__ import annotations
@@ -38,7 +39,50 @@ from starlette.types import Message, Receive, Scope, Send
 
 __all__ = ["LeanRoute"]
 
-_Dependency = tuple[str, Callable[[Request], Coroutine[Any, Any, Any]]]
+
+class _Dependency:
+    """A dependency the lean path awaits: an ``async def`` of the ``Request`` and other such dependencies."""
+
+    __slots__ = ("call", "dependencies", "name", "request_name")
+
+    def __init__(self, path: str, sub: Dependant) -> None:
+        others = (
+            sub.path_params,
+            sub.query_params,
+            sub.header_params,
+            sub.cookie_params,
+            sub.body_params,
+            sub.websocket_param_name,
+            sub.http_connection_param_name,
+            sub.response_param_name,
+            sub.background_tasks_param_name,
+            sub.security_scopes_param_name,
+            sub.own_oauth_scopes,
+            sub.concurrency,
+        )
+        if sub.name is None or not inspect.iscoroutinefunction(sub.call) or not sub.use_cache or any(others):
+            name = getattr(sub.call, "__qualname__", repr(sub.call))
+            raise TypeError(
+                f"{path}: a lean route's dependencies are async and take the Request or other dependencies "
+                f"alone; {name} does not"
+            )
+        self.name: str = sub.name
+        self.call: Callable[..., Coroutine[Any, Any, Any]] = sub.call
+        self.request_name = sub.request_param_name
+        self.dependencies = [_Dependency(path, inner) for inner in sub.dependencies]
+
+
+async def _solve(dependencies: list[_Dependency], request: Request, solved: dict[Any, Any]) -> dict[str, Any]:
+    """The dependencies' values by parameter name, each called once per request as FastAPI does (``solved``)."""
+    values: dict[str, Any] = {}
+    for dependency in dependencies:
+        if dependency.call not in solved:
+            arguments = await _solve(dependency.dependencies, request, solved) if dependency.dependencies else {}
+            if dependency.request_name:
+                arguments[dependency.request_name] = request
+            solved[dependency.call] = await dependency.call(**arguments)
+        values[dependency.name] = solved[dependency.call]
+    return values
 
 
 class _Invalid(Exception):
@@ -82,7 +126,7 @@ class LeanRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         d = self.dependant
         _check(self)
-        self._dependencies = _plain_dependencies(self.path, d)
+        self._dependencies = [_Dependency(self.path, sub) for sub in d.dependencies]
         self._path = [_Param(self.path, field) for field in d.path_params]
         self._query = [_Param(self.path, field) for field in d.query_params]
         self._headers = [_Param(self.path, field) for field in d.header_params]
@@ -106,8 +150,8 @@ class LeanRoute(APIRoute):
         except _Invalid:
             await super().handle(scope, receive if self._body is None else _replay(body, receive), send)
             return
-        for name, call in self._dependencies:
-            values[name] = await call(request)
+        if self._dependencies:
+            values.update(await _solve(self._dependencies, request, {}))
         if self.dependant.request_param_name:
             values[self.dependant.request_param_name] = request
         assert self.dependant.call is not None
@@ -190,32 +234,6 @@ def _check(route: APIRoute) -> None:
         why = "it streams"
     if why:
         raise TypeError(f"{route.path}: a lean route cannot serve this endpoint: {why}")
-
-
-def _plain_dependencies(path: str, dependant: Dependant) -> list[_Dependency]:
-    """The route's dependencies, each an ``async def`` taking the ``Request`` and nothing else."""
-    found: list[_Dependency] = []
-    for sub in dependant.dependencies:
-        others = (
-            sub.dependencies,
-            sub.path_params,
-            sub.query_params,
-            sub.header_params,
-            sub.cookie_params,
-            sub.body_params,
-            sub.websocket_param_name,
-            sub.http_connection_param_name,
-            sub.response_param_name,
-            sub.background_tasks_param_name,
-            sub.security_scopes_param_name,
-            sub.own_oauth_scopes,
-            sub.concurrency,
-        )
-        if sub.name is None or sub.call is None or not inspect.iscoroutinefunction(sub.call) or any(others):
-            name = getattr(sub.call, "__qualname__", repr(sub.call))
-            raise TypeError(f"{path}: a lean route's dependencies are async and take the Request alone; {name} is not")
-        found.append((sub.name, sub.call))
-    return found
 
 
 def _overridden(route: APIRoute) -> bool:

@@ -141,7 +141,9 @@ async def compare_with_fastapi(
     finally:
         APIRoute.handle = fastapi_handle  # type: ignore[method-assign]
     request = f"{method} {url}"
-    assert (answer.status_code, answer.content) == (by_fastapi.status_code, by_fastapi.content), request
+    assert (answer.status_code, answer.content) == (by_fastapi.status_code, by_fastapi.content), (
+        f"{request}: {answer.status_code} {answer.text[:500]} != {by_fastapi.status_code} {by_fastapi.text[:500]}"
+    )
 
     def headers(response: httpx.Response) -> list[tuple[str, str]]:
         return [(k, v) for k, v in response.headers.multi_items() if k not in ("x-request-id", *ignored_headers)]

@@ -12,11 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from microshop_kit.app import PROBLEM_JSON, AdminDep, PrincipalDep
 from microshop_kit.errors import ProblemError, invalid, not_found
+from microshop_kit.lean import LeanRoute
 from microshop_orders import domain
 from microshop_orders.domain import Status
 from microshop_orders.handlers import KeyInFlight, KeyReused, Orders, PaymentsUnavailable
 
-router = APIRouter()
+# Lean routes (microshop_kit.lean): the cart and the order are the two requests of every checkout.
+router = APIRouter(route_class=LeanRoute)
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 SKU = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
