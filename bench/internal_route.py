@@ -8,8 +8,8 @@ products' two internal checkout calls served three ways in one app, same process
   with the same pydantic model, call the same handler, serialize the same response model.
 All three go through every middleware the service has (the kit's request id, trace, metrics and access log, the
 response cache, FastAPI's outer layers) and the router. Reported: CPU per request of each (alternating rounds,
-median) and the ratios against the plain route. A checkout makes six requests to lean internal routes (products 4,
-users 1, payments 1) and two to FastAPI routes (orders: the cart and the order).
+median) and the ratios against the plain route. A checkout makes eight requests to lean routes: products 4, users
+1, payments 1 (internal) and orders 2 (the cart and the order).
 Run: .venv/bin/python bench/internal_route.py [--requests 3000] [--rounds 3]
 """
 

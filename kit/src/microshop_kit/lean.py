@@ -1,9 +1,10 @@
-"""Internal routes served without FastAPI's per-request machinery, declared and documented as usual.
+"""Routes served without FastAPI's per-request machinery, declared and documented as usual.
 
 FastAPI wraps every request in two exit stacks, its own exception wrapper and telemetry hooks, and its dependency
 solver works out again, for every parameter of every request, how to read it (is it a list, which alias, is it a
-model). For the calls services make to each other on every checkout (a price lookup, a reservation, a charge:
-small, frequent, valid) that is a large part of the request: ``bench/internal_route.py``.
+model). For the requests of every checkout (the cart and the order, and the calls services make to each other: a
+price lookup, a reservation, a charge; small, frequent, valid) that is a large part of the request:
+``bench/internal_route.py``.
 
 ``LeanRoute`` is an ``APIRoute`` (``APIRouter(route_class=LeanRoute)``): FastAPI builds its dependant, OpenAPI
 operation and fields exactly as for any route. How to read each parameter is worked out once, when the route is
