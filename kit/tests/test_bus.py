@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from microshop_contracts import Envelope, OrderConfirmed, OrderLine
 from microshop_kit.bus import BusOptions, EventBus
 from microshop_kit.bus.broker import Broker, broker_for
-from microshop_kit.bus.nats_broker import NatsBroker
+from microshop_kit.bus.nats_broker import NatsBroker, _Pull
 from microshop_kit.bus.rabbit_broker import RabbitBroker
 from microshop_kit.context import TraceContext, trace_var
 from microshop_kit.db import Database, PostgresDatabase, SqliteDatabase, Tx
@@ -314,6 +315,32 @@ async def test_jetstream_drops_a_republished_event_by_its_id(nats_url: str, tmp_
         for _ in range(3):
             await broker.publish(envelope.type, envelope.model_dump_json().encode(), dedup_id=envelope.id)
         assert await broker.stream_messages() == 1
+    finally:
+        await broker.close()
+        await shop.close()
+
+
+async def test_a_fetch_that_times_out_is_an_idle_consumer_not_a_failure(nats_url: str, tmp_path: Path) -> None:
+    """nats-py ends an empty fetch with its own TimeoutError, or with the builtin one when the time runs out
+    between its two pull requests (a timing this test cannot bring about, so that one is raised by hand): either
+    way no failure is counted, nothing is logged and no backoff is slept."""
+    shop = Platform(nats_url, "sqlite", tmp_path, None)
+    broker = await shop.raw_broker()
+    try:
+        assert isinstance(broker, NatsBroker)
+        broker.fetch_timeout = 0.05
+        pull = _Pull(broker, broker.durable_name("idle", OrderConfirmed.TYPE), OrderConfirmed.TYPE)
+        await pull.subscribe()
+        assert await pull.next_batch() == []  # the real fetch of an empty consumer
+        assert pull._sub is not None
+
+        async def out_of_time(*_args: Any, **_kwargs: Any) -> list[Any]:
+            raise TimeoutError
+
+        pull._sub.fetch = out_of_time  # type: ignore[method-assign]
+        started = time.monotonic()
+        assert await pull.next_batch() == []
+        assert (pull.failures, time.monotonic() - started < 0.1) == (0, True)
     finally:
         await broker.close()
         await shop.close()

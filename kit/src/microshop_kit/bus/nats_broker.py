@@ -315,7 +315,9 @@ class _Pull:
             return []
         try:
             msgs = await self._sub.fetch(self.broker.fetch_batch, timeout=self.broker.fetch_timeout)
-        except nats.errors.TimeoutError:
+        except TimeoutError:
+            # Nothing came within the timeout: nats-py raises its own TimeoutError, or the builtin one when the
+            # time ran out between its two pull requests. Either is an idle consumer, not a failure.
             self.failures = 0
             return []
         except _NATS_ERRORS as exc:
