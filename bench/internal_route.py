@@ -142,7 +142,7 @@ def requests(app: FastAPI, prefix: str) -> dict[str, Callable[[], Awaitable[int]
 
 async def cpu_per_request(send: Callable[[], Awaitable[int]], count: int, gap: float = 0.0) -> float:
     """CPU per request, back to back, or with the process asleep ``gap`` seconds before each (only the requests
-    counted): what a request costs a service that is not busy, its caches gone cold in between."""
+    counted): what a request costs a service that is not kept busy, whose code path is no longer hot."""
     if not gap:
         started = time.process_time()
         for _ in range(count):
@@ -151,7 +151,7 @@ async def cpu_per_request(send: Callable[[], Awaitable[int]], count: int, gap: f
         return (time.process_time() - started) / count * 1e6
     spent = 0.0
     for _ in range(count):
-        await asyncio.sleep(gap)  # the process sleeps: nothing else runs in it
+        await asyncio.sleep(gap)  # the loop waits, the process sleeps
         started = time.process_time()
         status = await send()
         spent += time.process_time() - started
