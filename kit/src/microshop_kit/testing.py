@@ -105,11 +105,11 @@ async def running_app(app: FastAPI, base_url: str = "http://testserver") -> Asyn
 @contextlib.contextmanager
 def served_by_fastapi() -> Iterator[None]:
     """Inside, lean routes (microshop_kit.lean) hand every request to FastAPI's own handling."""
-    LeanRoute.lean = False
+    previous, LeanRoute.lean = LeanRoute.lean, False
     try:
         yield
     finally:
-        LeanRoute.lean = True
+        LeanRoute.lean = previous
 
 
 async def compare_with_fastapi(
@@ -151,6 +151,22 @@ async def compare_with_fastapi(
     assert headers(answer) == headers(by_fastapi), f"{request}: {headers(answer)} != {headers(by_fastapi)}"
     assert bool(handed) is not lean, f"{request}: {'handed to FastAPI' if handed else 'served by the lean path'}"
     return answer
+
+
+#: One request for ``compare_each_with_fastapi``: method, URL, whether the lean path answers it itself, and the
+#: keywords of ``httpx.AsyncClient.request`` (json, content, headers, ...).
+LeanCheck = tuple[str, str, bool, dict[str, Any]]
+
+
+async def compare_each_with_fastapi(
+    client: httpx.AsyncClient, checks: Iterable[LeanCheck], *, ignored_headers: tuple[str, ...] = ()
+) -> list[int]:
+    """``compare_with_fastapi`` for each check in turn; the statuses of the answers, in order."""
+    statuses = []
+    for method, url, lean, kwargs in checks:
+        answer = await compare_with_fastapi(client, method, url, lean=lean, ignored_headers=ignored_headers, **kwargs)
+        statuses.append(answer.status_code)
+    return statuses
 
 
 def require_server(host: str, port: int, what: str) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from microshop_kit.testing import compare_with_fastapi
+from microshop_kit.testing import LeanCheck, compare_each_with_fastapi
 from microshop_orders.testing import ADDRESS, Harness
 
 
@@ -14,7 +13,7 @@ async def test_routes_answer_as_fastapi_does(shop: Harness) -> None:
     answers again unchanged: the same cart, a replayed Idempotency-Key, a refused cancel."""
     key = {**shop.auth, "Idempotency-Key": str(uuid.uuid4())}
     order = {"shipping_address": ADDRESS, "payment_method_id": "pm_good"}
-    checks: list[tuple[str, str, bool, dict[str, Any]]] = [
+    checks: list[LeanCheck] = [
         ("PUT", "/api/v1/cart", True, {"json": {"lines": [{"sku": "MUG-1", "quantity": 2}]}, "headers": shop.auth}),
         ("PUT", "/api/v1/cart", False, {"json": {"lines": [{"sku": "MUG-1", "quantity": 0}]}, "headers": shop.auth}),
         ("PUT", "/api/v1/cart", True, {"json": {"lines": []}}),  # no token
@@ -29,20 +28,16 @@ async def test_routes_answer_as_fastapi_does(shop: Harness) -> None:
         ("GET", "/api/v1/admin/orders", True, {"headers": shop.auth}),  # not an admin
         ("GET", "/api/v1/admin/orders?status=LOST", False, {"headers": shop.admin}),
     ]
-    statuses = []
-    for method, url, lean, kwargs in checks:
-        statuses.append((await compare_with_fastapi(shop.client, method, url, lean=lean, **kwargs)).status_code)
+    statuses = await compare_each_with_fastapi(shop.client, checks)
     assert statuses == [200, 422, 401, 200, 201, 400, 422, 200, 422, 404, 200, 403, 422]
 
     order_id = (await shop.client.get("/api/v1/orders", headers=shop.auth)).json()["items"][0]["id"]
     await shop.client.post(f"/api/v1/orders/{order_id}/cancel", headers=shop.auth)
     assert (await shop.wait_order(order_id, until=("CONFIRMED", "CANCELLING")))["status"] == "CANCELLED"
-    after: list[tuple[str, str, bool, dict[str, Any]]] = [
+    after: list[LeanCheck] = [
         ("GET", f"/api/v1/orders/{order_id}", True, {"headers": shop.auth}),
         ("POST", f"/api/v1/orders/{order_id}/cancel", True, {"headers": shop.auth}),  # again
         ("POST", f"/api/v1/admin/orders/{order_id}/deliver", True, {"headers": shop.admin}),  # cancelled: 409
     ]
-    statuses = []
-    for method, url, lean, kwargs in after:
-        statuses.append((await compare_with_fastapi(shop.client, method, url, lean=lean, **kwargs)).status_code)
+    statuses = await compare_each_with_fastapi(shop.client, after)
     assert statuses == [200, 409, 409]  # cancelled already: 409 both times

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
-from typing import Any
 
 import pytest
 
 from microshop_kit.errors import IntegrityError
-from microshop_kit.testing import compare_with_fastapi
+from microshop_kit.testing import LeanCheck, compare_each_with_fastapi
 from microshop_payments.testing import (
     AMEX,
     DECLINED,
@@ -535,7 +534,7 @@ async def test_internal_routes_answer_as_fastapi_does(shop: Shop) -> None:
     declined = await shop.add_card("u1", number="4000000000000002")
     body = {"order_id": "o1", "user_id": "u1", "amount": 1999, "currency": "EUR", "payment_method_id": method["id"]}
     key = {"Idempotency-Key": "o1"}
-    checks: list[tuple[str, str, bool, dict[str, Any]]] = [
+    checks: list[LeanCheck] = [
         ("POST", "/internal/v1/payments", True, {"json": body, "headers": key}),
         ("POST", "/internal/v1/payments", True, {"json": {**body, "amount": 5}, "headers": key}),  # key reused
         (
@@ -577,11 +576,8 @@ async def test_internal_routes_answer_as_fastapi_does(shop: Shop) -> None:
             {"json": {"amount": 1}, "headers": {"Idempotency-Key": "r3"}},
         ),
     ]
-    statuses = []
     replayed = ("idempotent-replayed",)  # the second of two requests with one Idempotency-Key is a replay
-    for verb, url, lean, kwargs in checks:
-        answer = await compare_with_fastapi(shop.client, verb, url, lean=lean, ignored_headers=replayed, **kwargs)
-        statuses.append(answer.status_code)
+    statuses = await compare_each_with_fastapi(shop.client, checks, ignored_headers=replayed)
     assert statuses == [201, 422, 402, 422, 422, 422, 200, 404, 201, 422, 200, 409]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from microshop_kit.db import Database, Tx
 from microshop_kit.errors import IntegrityError
-from microshop_kit.testing import compare_with_fastapi
+from microshop_kit.testing import LeanCheck, compare_each_with_fastapi
 from microshop_products.domain import Line
 from microshop_products.store import InventoryStore
 from microshop_products.testing import Service, ServiceFactory
@@ -402,7 +402,7 @@ async def test_internal_routes_answer_as_fastapi_does(shop: Service) -> None:
     """The internal routes are lean routes (microshop_kit.lean): each request answered byte for byte as FastAPI's
     own handling of the route answers it; a write is sent twice, so each is one the route replays."""
     order_id, other = order(), order()
-    checks: list[tuple[str, str, bool, dict[str, Any]]] = [
+    checks: list[LeanCheck] = [
         ("GET", "/internal/v1/products?sku=BEANS&sku=MUG&sku=NOPE", True, {}),
         ("GET", "/internal/v1/products", False, {}),
         ("GET", "/internal/v1/products?sku=no%20spaces", False, {}),
@@ -417,7 +417,5 @@ async def test_internal_routes_answer_as_fastapi_does(shop: Service) -> None:
         ("POST", f"{RESERVE}/{other}/commit", True, {}),  # no such reservation
         ("POST", f"{RESERVE}/not%20an%20id/commit", False, {}),
     ]
-    statuses = []
-    for method, url, lean, kwargs in checks:
-        statuses.append((await compare_with_fastapi(shop.client, method, url, lean=lean, **kwargs)).status_code)
+    statuses = await compare_each_with_fastapi(shop.client, checks)
     assert statuses == [200, 422, 422, 201, 422, 409, 422, 422, 200, 409, 200, 404, 422]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 import pytest
 
-from microshop_kit.testing import JwtIssuer, compare_with_fastapi
+from microshop_kit.testing import JwtIssuer, LeanCheck, compare_each_with_fastapi
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -360,13 +360,12 @@ async def test_internal_lookup(users: UsersApp) -> None:
 async def test_internal_lookup_answers_as_fastapi_does(users: UsersApp) -> None:
     """The internal router's routes are lean routes (microshop_kit.lean): byte for byte FastAPI's own answers."""
     created = await users.register()
-    checks = [
-        (f"/internal/v1/users/{created['id']}", True, 200),
-        ("/internal/v1/users/00000000-0000-0000-0000-000000000000", True, 404),
-        ("/internal/v1/users/" + "x" * 200, False, 422),
+    checks: list[LeanCheck] = [
+        ("GET", f"/internal/v1/users/{created['id']}", True, {}),
+        ("GET", "/internal/v1/users/00000000-0000-0000-0000-000000000000", True, {}),
+        ("GET", "/internal/v1/users/" + "x" * 200, False, {}),
     ]
-    for url, lean, status in checks:
-        assert (await compare_with_fastapi(users.client, "GET", url, lean=lean)).status_code == status
+    assert await compare_each_with_fastapi(users.client, checks) == [200, 404, 422]
 
 
 async def test_internal_lookup_of_an_inactive_account_says_it_cannot_order(users: UsersApp) -> None:
