@@ -10,10 +10,19 @@ It answers the few paths bench/checkout.py's customers use (sign up, sign in, ad
 order), so the very same load runs against both. One module, five roles (``BARE_ROLE``); run by
 bench/checkout.py: ``python bare_checkout.py --port P [--server granian|uvicorn]`` per role, with ``BARE_DB`` (the
 role's SQLite file) and the URLs of the services the role calls.
+
+With ``BARE_NATS_URL`` set (bench/checkout.py's second floor) the checkout also does the one thing after it that
+issue 5 asks of every order, at its floor: payments and orders write ``payment.captured`` and ``order.confirmed``
+in the transaction that charges or confirms (a transactional outbox), a relay publishes each to JetStream (the
+launcher's embedded server, ``sync_interval: always``) with its id as ``Nats-Msg-Id`` and deletes it once
+acknowledged; a sixth role, notifications, pulls ``order.confirmed``, records it (inbox row and message in one
+transaction), sends the confirmation email over one kept SMTP connection (``BARE_SMTP_PORT``, the launcher's mail
+sink) and marks it sent before acknowledging the event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -22,9 +31,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiosmtplib
+import nats
+from nats.js import JetStreamContext
+
 from microshop_kit.wire import InstancePool
 
 ROLE = os.environ.get("BARE_ROLE", "")
+#: Set: the orders and payments roles publish their events and the notifications role sends the email.
+NATS_URL = os.environ.get("BARE_NATS_URL")
+STREAM, CONFIRMED = "BARE", "bare.order.confirmed"
+_OUTBOX = "CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, subject TEXT, payload TEXT)"
 _LIMIT = 1 << 20
 _JSON = [(b"content-type", b"application/json")]
 
@@ -36,10 +53,17 @@ SCHEMAS = {
         CREATE TABLE IF NOT EXISTS reservations (order_id TEXT PRIMARY KEY, sku TEXT, quantity INTEGER, state TEXT)""",
     "payments": """
         CREATE TABLE IF NOT EXISTS methods (id TEXT PRIMARY KEY, user_id TEXT, last4 TEXT);
-        CREATE TABLE IF NOT EXISTS payments (order_id TEXT PRIMARY KEY, amount INTEGER, status TEXT)""",
+        CREATE TABLE IF NOT EXISTS payments (order_id TEXT PRIMARY KEY, amount INTEGER, status TEXT);
+        """
+    + _OUTBOX,
     "orders": """
         CREATE TABLE IF NOT EXISTS cart (user_id TEXT, sku TEXT, quantity INTEGER, PRIMARY KEY (user_id, sku));
-        CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, user_id TEXT, total INTEGER, step TEXT, email TEXT)""",
+        CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, user_id TEXT, total INTEGER, step TEXT, email TEXT);
+        """
+    + _OUTBOX,
+    "notifications": """
+        CREATE TABLE IF NOT EXISTS inbox (event_id TEXT PRIMARY KEY);
+        CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, event_id TEXT, recipient TEXT, status TEXT)""",
 }
 #: What the bare products service sells, at one price, enough of each that no reservation is refused.
 SKUS = ("COF-003", "COF-001", "TEA-006", "KIT-001")
@@ -75,6 +99,44 @@ class Store:
         with self.transaction() as conn:
             for sql, params in statements:
                 conn.execute(sql, params)
+
+
+async def jetstream() -> JetStreamContext:
+    """A connection to the broker and its stream (file storage, as the shop's), created by whoever comes first."""
+    assert NATS_URL is not None
+    js = (await nats.connect(NATS_URL)).jetstream()
+    await js.add_stream(name=STREAM, subjects=["bare.>"])
+    return js
+
+
+class Outbox:
+    """Events written in the business transaction, published to JetStream by one relay task, deleted once the
+    broker has acknowledged them (stored and synced to disk)."""
+
+    def __init__(self, db: Store) -> None:
+        self.db = db
+        self.wake = asyncio.Event()
+        self.js: JetStreamContext | None = None
+
+    async def start(self) -> None:
+        self.js = await jetstream()
+        asyncio.get_running_loop().create_task(self.relay())
+
+    def add(self, conn: sqlite3.Connection, subject: str, data: dict[str, Any]) -> None:
+        """In the caller's transaction; the relay is woken by ``sent_later`` once it commits."""
+        event = str(uuid.uuid4())
+        conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (event, subject, json.dumps({"id": event, **data})))
+
+    async def relay(self) -> None:
+        assert self.js is not None
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            rows = self.db.conn.execute("SELECT id, subject, payload FROM outbox ORDER BY rowid").fetchall()
+            for event, subject, payload in rows:
+                await self.js.publish(subject, payload.encode(), headers={"Nats-Msg-Id": event})
+            if rows:
+                self.db.write(*[("DELETE FROM outbox WHERE id = ?", (row[0],)) for row in rows])
 
 
 class Answer(Exception):
@@ -153,6 +215,11 @@ class Products:
 class Payments:
     def __init__(self, db: Store) -> None:
         self.db = db
+        self.outbox = Outbox(db) if NATS_URL else None
+
+    async def start(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.start()
 
     async def handle(self, method: str, path: str, headers: dict[bytes, bytes], body: Any) -> tuple[int, Any]:
         if method == "POST" and path == "/api/v1/payment-methods":
@@ -161,7 +228,12 @@ class Payments:
             return 201, {"id": method_id}
         if method == "POST" and path == "/internal/payments":
             order, amount = body["order_id"], body["amount"]
-            self.db.write(("INSERT OR IGNORE INTO payments VALUES (?, ?, 'captured')", (order, amount)))
+            with self.db.transaction() as conn:
+                new = conn.execute("INSERT OR IGNORE INTO payments VALUES (?, ?, 'captured')", (order, amount)).rowcount
+                if new and self.outbox is not None:
+                    self.outbox.add(conn, "bare.payment.captured", {"order_id": order, "amount": amount})
+            if self.outbox is not None:
+                self.outbox.wake.set()
             return 201, {"order_id": order, "status": "captured"}
         return 404, {"detail": "not found"}
 
@@ -172,6 +244,11 @@ class Orders:
         self.users = InstancePool(os.environ["BARE_USERS_URL"])
         self.products = InstancePool(os.environ["BARE_PRODUCTS_URL"])
         self.payments = InstancePool(os.environ["BARE_PAYMENTS_URL"])
+        self.outbox = Outbox(db) if NATS_URL else None
+
+    async def start(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.start()
 
     async def handle(self, method: str, path: str, headers: dict[bytes, bytes], body: Any) -> tuple[int, Any]:
         user = _user(headers)
@@ -205,11 +282,65 @@ class Orders:
         await call(self.payments, b"POST", "/internal/payments", {"order_id": order, "amount": price * quantity})
         self.db.write(("UPDATE orders SET step = 'charged' WHERE id = ?", (order,)))
         await call(self.products, b"POST", f"/internal/reservations/{order}/commit")
-        self.db.write(
-            ("DELETE FROM cart WHERE user_id = ?", (user,)),
-            ("UPDATE orders SET step = 'confirmed' WHERE id = ?", (order,)),
-        )
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM cart WHERE user_id = ?", (user,))
+            conn.execute("UPDATE orders SET step = 'confirmed' WHERE id = ?", (order,))
+            if self.outbox is not None:
+                confirmed = {"order_id": order, "email": found["email"], "name": found["name"], "sku": sku}
+                self.outbox.add(conn, CONFIRMED, {**confirmed, "quantity": quantity, "total": price * quantity})
+        if self.outbox is not None:
+            self.outbox.wake.set()
         return 201, {"id": order, "status": "CONFIRMED", "total": price * quantity}
+
+
+class Notifications:
+    """Sends each order's confirmation email: pulled from JetStream, recorded with its inbox row in one
+    transaction, sent over a kept SMTP connection, marked sent, then acknowledged."""
+
+    def __init__(self, db: Store) -> None:
+        self.db = db
+        self.smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=int(os.environ["BARE_SMTP_PORT"]))
+
+    async def start(self) -> None:
+        js = await jetstream()
+        subscription = await js.pull_subscribe(CONFIRMED, durable="notifications")
+        await self.smtp.connect()
+        asyncio.get_running_loop().create_task(self.run(subscription))
+
+    async def run(self, subscription: JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                messages = await subscription.fetch(16, timeout=1.0)
+            except TimeoutError:
+                continue
+            for message in messages:
+                event = json.loads(message.data)
+                with self.db.transaction() as conn:
+                    new = conn.execute("INSERT OR IGNORE INTO inbox VALUES (?)", (event["id"],)).rowcount
+                    if new:
+                        conn.execute(
+                            "INSERT INTO messages VALUES (?, ?, ?, 'pending')",
+                            (message_id := str(uuid.uuid4()), event["id"], event["email"]),
+                        )
+                if new:
+                    await self.smtp.sendmail("shop@example.com", [event["email"]], _email(event, message_id))
+                    self.db.write(("UPDATE messages SET status = 'sent' WHERE id = ?", (message_id,)))
+                await message.ack()
+
+    async def handle(self, method: str, path: str, headers: dict[bytes, bytes], body: Any) -> tuple[int, Any]:
+        return 404, {"detail": "not found"}
+
+
+def _email(event: dict[str, Any], message_id: str) -> bytes:
+    text = (
+        f"Hello {event['name']},\r\n\r\nYour order {event['order_id']} is confirmed:\r\n"
+        f"{event['quantity']} x {event['sku']}, {event['total'] / 100:.2f} in all.\r\n"
+    )
+    return (
+        f"From: shop@example.com\r\nTo: {event['email']}\r\nSubject: Your order is confirmed\r\n"
+        f"Message-ID: <{message_id}@bare>\r\nX-Microshop-Event-Id: {event['id']}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}"
+    ).encode()
 
 
 class Gateway:
@@ -244,11 +375,21 @@ async def _body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
-def _start() -> Any:
+async def _start() -> Any:
     if ROLE == "gateway":
         return Gateway()
     store = Store(os.environ["BARE_DB"], SCHEMAS[ROLE])
-    return {"users": Users, "products": Products, "payments": Payments, "orders": Orders}[ROLE](store)
+    roles = {
+        "users": Users,
+        "products": Products,
+        "payments": Payments,
+        "orders": Orders,
+        "notifications": Notifications,
+    }
+    service = roles[ROLE](store)
+    if hasattr(service, "start"):
+        await service.start()
+    return service
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -257,7 +398,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _service = _start()
+                _service = await _start()
                 await send({"type": "lifespan.startup.complete"})
             else:
                 await send({"type": "lifespan.shutdown.complete"})

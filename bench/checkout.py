@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import re
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from loadgen import seeded_platform, stock_up
 
 from microshop_kit.ports import free_port
 from microshop_kit.wire import InstancePool
-from microshop_launcher import Platform
+from microshop_launcher import Platform, PlatformConfig
 
 SKUS = ["COF-003", "COF-001", "TEA-006", "KIT-001"]
 ADDRESS = {"name": "Bench", "line1": "1 Road", "city": "Town", "postal_code": "1", "country": "GB"}
@@ -255,24 +256,53 @@ def run(dialect: str, seconds: float, concurrency: int, rate: float | None, brok
         return result
 
 
-def floor(seconds: float, concurrency: int) -> dict[str, Any]:
+def floor(seconds: float, concurrency: int, *, email: bool = False) -> dict[str, Any]:
     """The same load against bench/bare_checkout.py: the five processes a checkout crosses, the same calls
-    between them, plain sqlite3 and nothing else. The shop's figures are read against it."""
+    between them, plain sqlite3 and nothing else. The shop's figures are read against it.
+
+    ``email``: also the events and the confirmation email at their floor (bare_checkout.py's docstring), on the
+    launcher's own NATS (JetStream on disk, fsync on every write) and mail sink, counted as in the shop's run: the
+    broker with the processes, the sink beside the load generator. Reported: emails the sink received for the
+    window's orders (every one must arrive)."""
     script = str(Path(__file__).with_name("bare_checkout.py"))
-    roles = ("users", "products", "payments", "orders", "gateway")
+    roles = ("users", "products", "payments", "orders", "gateway", *(("notifications",) if email else ()))
     ports = {role: free_port() for role in roles}
     urls = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
     env = {f"BARE_{role.upper()}_URL": url for role, url in urls.items()}
     with tempfile.TemporaryDirectory() as root, contextlib.ExitStack() as stack:
-        pids = {}
+        pids, others = {}, {"load_generator": os.getpid()}
+        if email:
+            platform = Platform(PlatformConfig.isolated(Path(root) / "platform"))
+            stack.callback(platform.stop)
+            platform.start_broker()
+            platform.start_mailsink()
+            assert platform.broker is not None and platform.mailsink is not None
+            pids["nats"], others["mail_sink"] = platform.broker.pid, platform.mailsink.pid
+            env |= {"BARE_NATS_URL": platform.broker_url, "BARE_SMTP_PORT": str(platform.config.ports["smtp"])}
         for role in roles:
             own = {**env, "BARE_ROLE": role, "BARE_DB": str(Path(root) / f"{role}.db")}
             server = "granian" if role == "gateway" else "uvicorn"  # as the shop runs them
             command = [sys.executable, script, "--port", str(ports[role]), "--server", server]
             pids[role] = stack.enter_context(process(command, own, f"{urls[role]}/livez")).pid
-        result = asyncio.run(load(urls["gateway"], seconds, concurrency, pids, others={"load_generator": os.getpid()}))
+        result = asyncio.run(load(urls["gateway"], seconds, concurrency, pids, others=others))
+        if email:
+            result["emails"] = asyncio.run(_emails_of(Path(root) / "orders.db", platform.root / "mail"))
     result.pop("window_start")
     return result
+
+
+async def _emails_of(orders_db: Path, mail: Path, within: float = 60.0) -> dict[str, int]:
+    """How many of the floor's confirmed orders (all of them, warm-up included) have their email in the sink."""
+    with contextlib.closing(sqlite3.connect(orders_db)) as conn:
+        confirmed = conn.execute("SELECT count(*) FROM orders WHERE step = 'confirmed'").fetchone()[0]
+    delivered = 0
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        delivered = sum(1 for sub in ("new", "cur") if (mail / sub).exists() for _ in (mail / sub).iterdir())
+        if delivered >= confirmed:
+            break
+        await asyncio.sleep(0.5)
+    return {"confirmed": confirmed, "delivered": delivered, "missing": confirmed - delivered}
 
 
 def main() -> None:
@@ -301,6 +331,7 @@ def main() -> None:
         report[dialect] = run(dialect, args.seconds, args.concurrency, args.rate, args.broker)
     if not args.no_floor and args.rate is None:
         report["floor"] = bare = floor(args.seconds, args.concurrency)
+        report["floor_with_email"] = floor(args.seconds, args.concurrency, email=True)
         for dialect in dialects:
             shop = report[dialect]
             shop["against_the_floor"] = {

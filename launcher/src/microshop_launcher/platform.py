@@ -127,7 +127,7 @@ class Platform:
             self._create_databases()
         if self.config.broker_url is None:
             self.start_broker()
-        self._start_mailsink()
+        self.start_mailsink()
         for name in SERVICES:
             for _ in range(max(1, self.config.instances.get(name, 1))):
                 process = self.start_instance(name, wait=False)
@@ -241,7 +241,8 @@ class Platform:
             raise PlatformError("the broker is not the platform's own (it was given by URL)")
         self.broker.stop()
 
-    def _start_mailsink(self) -> None:
+    def start_mailsink(self) -> None:
+        """Start the local SMTP sink (mail kept under root/mail) and wait until it answers."""
         ports = self.config.ports
         self.mailsink = Process(
             name="mailsink",
