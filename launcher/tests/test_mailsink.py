@@ -177,3 +177,34 @@ def test_module_runs_as_a_command_and_stops_on_sigterm(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "mail sink: SMTP" in output
+
+
+async def test_a_folder_that_exists_but_is_empty_becomes_the_maildir(tmp_path: Path) -> None:
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    async with open_sink(0, 0, folder) as running:
+        await aiosmtplib.send(
+            _email("a@example.com", "into an empty folder"), hostname="127.0.0.1", port=running.smtp_port
+        )
+        listed = (await _get(running, "/messages")).json()
+
+    assert [item["subject"] for item in listed] == ["into an empty folder"]
+    assert len(list((folder / "new").iterdir())) == 1
+
+
+async def test_a_malformed_address_is_refused_every_time_it_is_sent(sink: Sink) -> None:
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.smtp_port)
+    await client.connect()
+    try:
+        answers = []
+        for _ in range(2):  # the second answer comes from the remembered parse
+            answers.append((await client.execute_command(b"MAIL", b"FROM:<two@@ats.example>")).code)
+            await client.rset()
+        sender = await client.execute_command(b"MAIL", b"FROM:<shop@microshop.local>")
+        recipients = [(await client.execute_command(b"RCPT", f"TO:<{to}>".encode())).code for to in ("a@x.io", "<")]
+    finally:
+        client.close()
+
+    assert answers == [553, 553]
+    assert sender.code == 250
+    assert recipients == [250, 553]
