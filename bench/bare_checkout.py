@@ -7,7 +7,7 @@ email, metrics or logs. Whatever the shop costs above it is its own; what this c
 the hops.
 
 It answers the few paths bench/checkout.py's customers use (sign up, sign in, add a card, put the cart, place the
-order), so the very same load runs against both. One module, five roles (``BARE_ROLE``); run by
+order), so the very same load runs against both. One module, a role per process (``BARE_ROLE``); run by
 bench/checkout.py: ``python bare_checkout.py --port P [--server granian|uvicorn]`` per role, with ``BARE_DB`` (the
 role's SQLite file) and the URLs of the services the role calls.
 
@@ -123,7 +123,7 @@ class Outbox:
         asyncio.get_running_loop().create_task(self.relay())
 
     def add(self, conn: sqlite3.Connection, subject: str, data: dict[str, Any]) -> None:
-        """In the caller's transaction; the relay is woken by ``sent_later`` once it commits."""
+        """In the caller's transaction; the caller sets ``wake`` once it has committed."""
         event = str(uuid.uuid4())
         conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (event, subject, json.dumps({"id": event, **data})))
 

@@ -265,8 +265,8 @@ def floor(seconds: float, concurrency: int, *, email: bool = False) -> dict[str,
 
     ``email``: also the events and the confirmation email at their floor (bare_checkout.py's docstring), on the
     launcher's own NATS (JetStream on disk, fsync on every write) and mail sink, counted as in the shop's run: the
-    broker with the processes, the sink beside the load generator. Reported: emails the sink received for the
-    window's orders (every one must arrive)."""
+    broker with the processes, the sink beside the load generator. Reported: how many confirmed orders' emails the
+    sink received (every one must arrive)."""
     script = str(Path(__file__).with_name("bare_checkout.py"))
     roles = ("users", "products", "payments", "orders", "gateway", *(("notifications",) if email else ()))
     ports = {role: free_port() for role in roles}
