@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -109,10 +110,12 @@ async def load(
     pids: dict[str, int],
     rate: float | None = None,
     others: dict[str, int] | None = None,
+    on_window: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """``concurrency`` customers check out for ``seconds``, back to back or, with ``rate``, starting checkouts
     on a fixed schedule of ``rate`` per second (each taken by the next free customer); CPU of ``pids`` (the
-    shop) and of ``others`` (what else shares the machine) per checkout meanwhile."""
+    shop) and of ``others`` (what else shares the machine) per checkout meanwhile. ``on_window`` is called as
+    the measured window starts (bench/checkout_ledger.py starts its sampling there)."""
     others = others or {}
     orders: list[float] = []
     carts: list[float] = []
@@ -139,6 +142,8 @@ async def load(
     try:
         for n, (auth, method) in enumerate(buyers):  # warm the connections and the caches
             await checkout(auth, method, n)
+        if on_window is not None:
+            on_window()
         cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, **others}.items()}
         window_start = time.time()
         started = time.perf_counter()
