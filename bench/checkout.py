@@ -250,14 +250,23 @@ async def confirmation_emails(platform: Platform, since: float, within: float = 
     return {"emails": len(latencies), "missing": len(confirmed) - len(latencies), **percentiles(latencies)}
 
 
-def run(dialect: str, seconds: float, concurrency: int, rate: float | None, broker: str | None) -> dict[str, Any]:
+def run(
+    dialect: str,
+    seconds: float,
+    concurrency: int,
+    rate: float | None,
+    broker: str | None,
+    on_window: Callable[[dict[str, int]], None] | None = None,
+) -> dict[str, Any]:
+    """One measured run on a fresh platform. ``on_window`` is given the pids of every process on the machine (the
+    shop's and the bystanders') as the measured window starts."""
     # 16 customers each placing dozens of orders a second is what the gateway's per-account checkout budget
     # exists to stop: off for the measurement.
     with seeded_platform(dialect, extra_env={"GATEWAY_RATE_LIMITING": "false"}, broker_url=broker) as platform:
         asyncio.run(stock_up(platform, SKUS, 10_000_000))
-        result = asyncio.run(
-            load(platform.gateway_url, seconds, concurrency, processes(platform), rate, bystanders(platform))
-        )
+        pids, others = processes(platform), bystanders(platform)
+        start = None if on_window is None else lambda: on_window({**pids, **others})
+        result = asyncio.run(load(platform.gateway_url, seconds, concurrency, pids, rate, others, on_window=start))
         since = result.pop("window_start")
         result["invariants"] = asyncio.run(invariants(platform))
         result["confirmed_to_email"] = asyncio.run(confirmation_emails(platform, since))

@@ -1,6 +1,7 @@
 """Where a checkout's CPU goes: the shop's processes sampled under bench/checkout.py's load, kind by kind.
 
-Two runs of the SQLite checkout load (bench/checkout.py, concurrency 16, back to back). The first measures each
+Two runs of the SQLite checkout load (bench/checkout.py's own, concurrency 16, back to back, invariants and
+emails checked after each). The first measures each
 process's CPU per checkout with nothing attached. The second samples every Python process of the platform with
 py-spy (``--nonblocking``, so the processes are never paused) over the measured window, and gives each busy
 sample to a kind of work: the innermost frame of its stack that belongs to one of the kinds below decides (a
@@ -17,17 +18,14 @@ Run: .venv/bin/python bench/checkout_ledger.py --py-spy /tmp/spy/bin/py-spy [--s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from checkout import SKUS, bystanders, load, processes
-from loadgen import seeded_platform, stock_up
+from checkout import run
 
 _SERVICES = tuple(f"microshop_{name}/" for name in ("orders", "payments", "products", "users", "notifications"))
 _SERVICES += ("microshop_gateway/",)
@@ -77,14 +75,16 @@ def shares(profile: Path) -> dict[str, float]:
 
 
 class Sampler:
-    """py-spy on each process from the start of the measured window for ``seconds``."""
+    """py-spy on each Python process of the platform, from the start of the measured window for ``seconds``."""
 
-    def __init__(self, py_spy: str, pids: dict[str, int], folder: Path, seconds: float, rate: int) -> None:
-        self.py_spy, self.pids, self.folder, self.seconds, self.rate = py_spy, pids, folder, seconds, rate
+    def __init__(self, py_spy: str, folder: Path, seconds: float, rate: int) -> None:
+        self.py_spy, self.folder, self.seconds, self.rate = py_spy, folder, seconds, rate
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self) -> None:
-        for name, pid in self.pids.items():
+    def start(self, pids: dict[str, int]) -> None:
+        for name, pid in pids.items():
+            if name in ("nats", "load_generator"):  # Go, and this very process
+                continue
             command = [self.py_spy, "record", "--pid", str(pid), "--duration", str(int(self.seconds))]
             command += ["--rate", str(self.rate), "--nonblocking", "--format", "raw"]
             command += ["--output", str(self.folder / f"{name}.txt")]
@@ -94,18 +94,6 @@ class Sampler:
         for process in self.running.values():
             process.wait(timeout=self.seconds + 60)
         return {name: self.folder / f"{name}.txt" for name in self.running if (self.folder / f"{name}.txt").exists()}
-
-
-def one_run(seconds: float, concurrency: int, sampler_for: Any = None) -> dict[str, Any]:
-    with seeded_platform("sqlite", extra_env={"GATEWAY_RATE_LIMITING": "false"}) as platform:
-        asyncio.run(stock_up(platform, SKUS, 10_000_000))
-        pids, others = processes(platform), bystanders(platform)
-        sampler = sampler_for(pids, others) if sampler_for else None
-        start = sampler.start if sampler is not None else None
-        result = asyncio.run(load(platform.gateway_url, seconds, concurrency, pids, others=others, on_window=start))
-        if sampler is not None:
-            result["profiles"] = {name: shares(path) for name, path in sampler.profiles().items()}
-        return result
 
 
 def ledger(cpu: dict[str, float], profiles: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -128,25 +116,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second per process")
     args = parser.parse_args()
-    plain = one_run(args.seconds, args.concurrency)
+    plain = run("sqlite", args.seconds, args.concurrency, None, None)
     with tempfile.TemporaryDirectory() as folder:
-
-        def sampler_for(pids: dict[str, int], others: dict[str, int]) -> Sampler:
-            python = {name: pid for name, pid in {**pids, **others}.items() if name not in ("nats", "load_generator")}
-            return Sampler(args.py_spy, python, Path(folder), max(1.0, args.seconds - 1), args.rate)
-
-        sampled = one_run(args.seconds, args.concurrency, sampler_for)
+        sampler = Sampler(args.py_spy, Path(folder), max(1.0, args.seconds - 1), args.rate)
+        sampled = run("sqlite", args.seconds, args.concurrency, None, None, on_window=sampler.start)
+        profiles = {name: shares(path) for name, path in sampler.profiles().items()}
     cpu = {k: v for k, v in plain["cpu_ms_per_checkout"].items() if k != "total"}
     cpu |= plain["cpu_ms_per_checkout_outside_the_shop"]
-    by_kind = ledger(cpu, sampled["profiles"])
+    by_kind = ledger(cpu, profiles)
     report = {
         "orders_per_s": plain["orders_per_s"],
         "place_order": plain["place_order"],
         "cpu_ms_per_checkout": {**cpu, "total": round(sum(cpu.values()), 2)},
         "by_kind_ms_per_checkout": by_kind,
         "by_process_share": {
-            name: {kind: round(share, 3) for kind, share in split.items()}
-            for name, split in sampled["profiles"].items()
+            name: {kind: round(share, 3) for kind, share in split.items()} for name, split in profiles.items()
         },
         "sampled_run": {key: sampled[key] for key in ("orders_per_s", "cpu_ms_per_checkout")},
     }
